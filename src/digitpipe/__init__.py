@@ -1,0 +1,1 @@
+"""digitpipe: a reproducible DVC + Lightning + Hydra + MLflow pipeline around the Keras MNIST convnet."""

@@ -1,0 +1,89 @@
+"""The LightningDataModule: in-memory uint8 tensors, batched by index, scaled on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from digitpipe.data.preprocess import load_dataset
+
+
+class InMemoryDigits(Dataset):
+    """Images and labels held as tensors; a batch is one fancy-indexing call, not N samples."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def keep_batch(batch: Any) -> Any:
+    """collate_fn for datasets whose __getitems__ already returns a whole batch."""
+    return batch
+
+
+def scale_images(images: torch.Tensor, mean: float | None, std: float | None) -> torch.Tensor:
+    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1] as the seed does, optionally standardised."""
+    x = images.unsqueeze(1).float().div_(255)
+    return x if mean is None else x.sub_(mean).div_(std)
+
+
+class DigitsDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        dataset_path: Path,
+        batch_size: int,
+        eval_batch_size: int,
+        normalize: bool,
+        prepare: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.dataset_path, self.prepare = dataset_path, prepare
+        self.batch_size, self.eval_batch_size, self.normalize = batch_size, eval_batch_size, normalize
+        self.splits: dict[str, InMemoryDigits] = {}
+        self.mean: float | None = None
+        self.std: float | None = None
+
+    def prepare_data(self) -> None:
+        if self.prepare is not None:
+            self.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        tensors = load_dataset(self.dataset_path)
+        for split in ("train", "val", "test"):
+            labels = tensors[f"{split}_labels"].long()
+            self.splits[split] = InMemoryDigits(tensors[f"{split}_images"], labels)
+        if self.normalize:
+            train = self.splits["train"].images.float().div(255)
+            self.mean, self.std = train.mean().item(), train.std().item()
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, collate_fn=keep_batch)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        return scale_images(images, self.mean, self.std), labels

@@ -1,0 +1,136 @@
+"""Fetch the dataset's gzipped IDX files from an ordered list of mirrors, verified by checksum."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tqdm import tqdm
+
+from digitpipe import io as atomic
+from digitpipe.errors import DownloadError
+
+MIRROR_ENV = "MNIST_MIRROR"
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """One decompressed file of the dataset and the sha256 of its content."""
+
+    name: str
+    sha256: str
+
+
+class MirrorFailure(Exception):
+    """One mirror could not deliver one file; the message says why."""
+
+
+def mirror_order(configured: Iterable[str], override: str | None, env: Mapping[str, str]) -> list[str]:
+    """$MNIST_MIRROR first, then the configured override, then the configured mirrors; no repeats."""
+    ordered = [env.get(MIRROR_ENV) or None, override, *configured]
+    return list(dict.fromkeys(m for m in ordered if m))
+
+
+def file_url(mirror: str, filename: str) -> str:
+    """The location of `filename` on `mirror`: an http(s)/file URL or a plain directory."""
+    scheme = urlparse(mirror).scheme
+    if scheme in ("http", "https", "file"):
+        return mirror.rstrip("/") + "/" + filename
+    return Path(mirror).expanduser().resolve().joinpath(filename).as_uri()
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_verified(path: Path, expected: DatasetFile) -> bool:
+    """True if `path` exists and its content has the expected checksum."""
+    if not path.is_file():
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest() == expected.sha256
+
+
+def fetch(url: str, timeout_s: float, label: str) -> bytes:
+    """Read a whole URL with a per-request timeout and a progress bar."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            buffer = io.BytesIO()
+            with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False) as bar:
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    buffer.write(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as err:
+        raise MirrorFailure(f"HTTP {err.code} {err.reason}") from err
+    except (TimeoutError, socket.timeout) as err:
+        raise MirrorFailure(f"timed out after {timeout_s:g}s") from err
+    except urllib.error.URLError as err:
+        reason = err.reason
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            raise MirrorFailure(f"timed out after {timeout_s:g}s") from err
+        raise MirrorFailure(str(getattr(reason, "strerror", None) or reason)) from err
+    except OSError as err:
+        raise MirrorFailure(str(err)) from err
+    data = buffer.getvalue()
+    if total is not None and len(data) != total:
+        raise MirrorFailure(f"truncated: got {len(data)} of {total} bytes")
+    return data
+
+
+def decompress_and_verify(archive: bytes, expected: DatasetFile) -> bytes:
+    """Gunzip a downloaded archive and check its content (mirrors recompress; content is fixed)."""
+    if archive.lstrip()[:1] == b"<":
+        raise MirrorFailure("served an HTML page, not a gzip file")
+    try:
+        content = gzip.decompress(archive)
+    except (OSError, EOFError) as err:
+        raise MirrorFailure(f"corrupt or truncated gzip ({err})") from err
+    digest = sha256_of(content)
+    if digest != expected.sha256:
+        raise MirrorFailure(f"checksum mismatch: sha256 {digest[:12]}..., expected {expected.sha256[:12]}...")
+    return content
+
+
+def download_file(file: DatasetFile, mirrors: list[str], dest: Path, timeout_s: float) -> None:
+    """Write `file` verified to `dest`, trying each mirror in turn; raise DownloadError if none works."""
+    archive_name = file.name + ".gz"
+    failures = []
+    for mirror in mirrors:
+        try:
+            archive = fetch(file_url(mirror, archive_name), timeout_s, archive_name)
+            atomic.write_bytes(dest, decompress_and_verify(archive, file))
+            return
+        except MirrorFailure as failure:
+            failures.append(f"{mirror} ({failure})")
+    tried = "; ".join(failures) or "no mirrors configured"
+    raise DownloadError(
+        f"could not get {archive_name} from any mirror: {tried}. "
+        f"Set {MIRROR_ENV} to a directory or URL that holds the MNIST .gz files "
+        f"(e.g. {MIRROR_ENV}=../shared/datasets/mnist)"
+    )
+
+
+def download_dataset(
+    files: Iterable[DatasetFile], mirrors: list[str], raw_dir: Path, timeout_s: float
+) -> list[Path]:
+    """Make `raw_dir` hold every file, verified; files already present and verified are kept."""
+    paths = []
+    for file in files:
+        dest = raw_dir / file.name
+        if not is_verified(dest, file):
+            download_file(file, mirrors, dest, timeout_s)
+        paths.append(dest)
+    return paths

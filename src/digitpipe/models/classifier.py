@@ -1,0 +1,73 @@
+"""The LightningModule: the convnet, cross-entropy, torchmetrics accuracy, the optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics.classification import MulticlassAccuracy
+
+from digitpipe.models.convnet import build_convnet
+from digitpipe.models.summary import model_summary
+
+
+class DigitClassifier(L.LightningModule):
+    """Only primitive hyperparameters are saved, so checkpoints load with weights_only=True."""
+
+    def __init__(
+        self,
+        activation: str,
+        negative_slope: float,
+        num_classes: int,
+        image_size: int,
+        optimizer: Callable[..., Optimizer] | None = None,
+        scheduler: Callable[..., LRScheduler] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.net = build_convnet(activation, negative_slope, num_classes)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def summary(self) -> str:
+        return model_summary(self.net, (1, self.hparams.image_size, self.hparams.image_size))
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = getattr(self, f"{split}_acc")
+        accuracy(logits, labels)
+        sync = split != "train"  # epoch-level val/test loss is averaged across ranks
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=sync)
+        self.log(f"{split}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("DigitClassifier was built without an optimizer; it can only predict")
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

@@ -1,0 +1,58 @@
+"""The seed's convnet (the Keras MNIST example), as a plain nn.Module."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from torch import nn
+
+from digitpipe.errors import ConfigError
+
+# name -> factory(negative_slope) ; leaky_relu is the seed's max(0.1 y, y) by default
+ACTIVATIONS: dict[str, Callable[[float], nn.Module]] = {
+    "relu": lambda _: nn.ReLU(),
+    "leaky_relu": lambda slope: nn.LeakyReLU(slope),
+    "sigmoid": lambda _: nn.Sigmoid(),
+    "tanh": lambda _: nn.Tanh(),
+    "elu": lambda _: nn.ELU(),
+    "gelu": lambda _: nn.GELU(),
+    "silu": lambda _: nn.SiLU(),
+}
+
+
+ACTIVATION_TYPES = tuple({type(factory(0.1)) for factory in ACTIVATIONS.values()})
+
+
+def check_activation(name: str) -> None:
+    if name not in ACTIVATIONS:
+        valid = ", ".join(ACTIVATIONS)
+        raise ConfigError(f"model.activation={name!r} is not a known activation; choose one of: {valid}")
+
+
+def make_activation(name: str, negative_slope: float) -> nn.Module:
+    check_activation(name)
+    return ACTIVATIONS[name](negative_slope)
+
+
+def build_convnet(activation: str, negative_slope: float, num_classes: int) -> nn.Sequential:
+    """Conv 32 -> pool -> conv 64 -> pool -> conv 64 -> flatten -> dense 64 -> dense classes.
+
+    The last layer returns logits: the seed's softmax is folded into the cross-entropy loss.
+    """
+
+    def act() -> nn.Module:
+        return make_activation(activation, negative_slope)
+
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(1, 32, kernel_size=3), act1=act(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(32, 64, kernel_size=3), act2=act(),
+            pool2=nn.MaxPool2d(2),
+            conv3=nn.Conv2d(64, 64, kernel_size=3), act3=act(),
+            flatten=nn.Flatten(),
+            dense1=nn.Linear(3 * 3 * 64, 64), act4=act(),
+            dense2=nn.Linear(64, num_classes),
+        )
+    )  # fmt: skip

@@ -1,0 +1,34 @@
+"""Where the workspace and the MLflow store are, whatever the current directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def workspace_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest directory holding dvc.yaml: the project, or DVC's copy of it for an experiment."""
+    here = Path(start or os.getcwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").is_file():
+            return candidate
+    return here
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The user's project directory, also from inside DVC's temp/queued experiment copies.
+
+    DVC runs `dvc exp run --temp` and queued experiments in <project>/.dvc/tmp/exps/<tmp>,
+    a throwaway copy; anything that must outlive the run (the MLflow store) belongs above it.
+    """
+    workspace = workspace_root(start)
+    parts = workspace.parts
+    if ".dvc" in parts:
+        return Path(*parts[: parts.index(".dvc")])
+    return workspace
+
+
+def resolve(path: str | os.PathLike, root: Path | None = None) -> Path:
+    """Resolve a configured path against the workspace root (absolute paths pass through)."""
+    path = Path(path)
+    return path if path.is_absolute() else (root or workspace_root()) / path

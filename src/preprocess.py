@@ -1,0 +1,18 @@
+"""Preprocess stage: raw IDX files -> uint8 train/val/test tensors and a stats file."""
+
+import hydra
+from omegaconf import DictConfig
+
+from digitpipe.data.preprocess import run_preprocess
+from digitpipe.errors import exit_on_user_error
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    stats = run_preprocess(cfg)
+    print(f"splits: {stats['sizes']}, train pixel mean {stats['pixel_mean']:.4f} std {stats['pixel_std']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Train the convnet: `python src/train.py model.activation=leaky_relu`, or sweep with -m."""
+
+import hydra
+from omegaconf import DictConfig
+
+from digitpipe.errors import exit_on_user_error
+from digitpipe.training.train import train
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float:
+    result = train(cfg)
+    print(f"run {result.run_id}: val/acc {result.metrics['val/acc']:.4f}, best {result.best_checkpoint}")
+    return result.metrics["val/acc"]
+
+
+if __name__ == "__main__":
+    main()

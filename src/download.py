@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from digitpipe.data.preprocess import run_download
+from digitpipe.data.download import run_download
 from digitpipe.errors import exit_on_user_error
 
 

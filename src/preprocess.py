@@ -11,7 +11,9 @@ from digitpipe.errors import exit_on_user_error
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     stats = run_preprocess(cfg)
-    print(f"splits: {stats['sizes']}, train pixel mean {stats['pixel_mean']:.4f} std {stats['pixel_std']:.4f}")
+    print(
+        f"splits: {stats['sizes']}, train pixel mean {stats['pixel_mean']:.4f} std {stats['pixel_std']:.4f}"
+    )
 
 
 if __name__ == "__main__":

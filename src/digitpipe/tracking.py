@@ -20,7 +20,7 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
 
 def tracking_uri(configured: str | None, env: os._Environ | dict = os.environ) -> str:
-    """Config value, else $MLFLOW_TRACKING_URI, else MLflow's default sqlite:///mlflow.db in the project root."""
+    """Config value, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project root."""
     uri = configured or env.get(TRACKING_ENV)
     return uri or f"sqlite:///{project_root() / 'mlflow.db'}"
 

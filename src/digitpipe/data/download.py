@@ -5,18 +5,22 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from digitpipe import io as atomic
 from digitpipe.errors import DownloadError
+from digitpipe.paths import resolve
 
 MIRROR_ENV = "MNIST_MIRROR"
 CHUNK = 1 << 16
@@ -75,7 +79,7 @@ def fetch(url: str, timeout_s: float, label: str) -> bytes:
                     bar.update(len(chunk))
     except urllib.error.HTTPError as err:
         raise MirrorFailure(f"HTTP {err.code} {err.reason}") from err
-    except (TimeoutError, socket.timeout) as err:
+    except TimeoutError as err:
         raise MirrorFailure(f"timed out after {timeout_s:g}s") from err
     except urllib.error.URLError as err:
         reason = err.reason
@@ -134,3 +138,15 @@ def download_dataset(
             download_file(file, mirrors, dest, timeout_s)
         paths.append(dest)
     return paths
+
+
+def dataset_files(files_cfg: Mapping[str, Any]) -> dict[str, DatasetFile]:
+    return {key: DatasetFile(name=f["name"], sha256=f["sha256"]) for key, f in files_cfg.items()}
+
+
+def run_download(cfg: DictConfig) -> None:
+    """The download stage: make paths.raw_dir hold every verified raw file."""
+    data = cfg.data
+    mirrors = mirror_order(data.download.mirrors, data.download.mirror, os.environ)
+    files = dataset_files(data.files).values()
+    download_dataset(files, mirrors, resolve(cfg.paths.raw_dir), data.download.timeout_s)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from digitpipe import io as atomic
-from digitpipe.data.download import DatasetFile, download_dataset, mirror_order
+from digitpipe.data.download import dataset_files, run_download
 from digitpipe.data.idx import parse_images, parse_labels
 from digitpipe.data.split import stratified_split
 from digitpipe.errors import DataError
@@ -46,22 +45,9 @@ def dataset_stats(tensors: Mapping[str, torch.Tensor], num_classes: int) -> dict
         "pixel_std": train.std().item(),
         "sizes": {s: len(tensors[f"{s}_labels"]) for s in SPLITS},
         "class_counts": {
-            s: torch.bincount(tensors[f"{s}_labels"].long(), minlength=num_classes).tolist()
-            for s in SPLITS
+            s: torch.bincount(tensors[f"{s}_labels"].long(), minlength=num_classes).tolist() for s in SPLITS
         },
     }
-
-
-def dataset_files(files_cfg: Mapping[str, Any]) -> dict[str, DatasetFile]:
-    return {key: DatasetFile(name=f["name"], sha256=f["sha256"]) for key, f in files_cfg.items()}
-
-
-def run_download(cfg: DictConfig) -> None:
-    """The download stage: make paths.raw_dir hold every verified raw file."""
-    data = cfg.data
-    mirrors = mirror_order(data.download.mirrors, data.download.mirror, os.environ)
-    files = dataset_files(data.files).values()
-    download_dataset(files, mirrors, resolve(cfg.paths.raw_dir), data.download.timeout_s)
 
 
 def run_preprocess(cfg: DictConfig) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     generator = torch.Generator().manual_seed(seed)
     classes, counts = labels.unique(return_counts=True)
     train_parts, val_parts = [], []
-    for cls, quota in zip(classes, class_quotas(counts, val_size)):
+    for cls, quota in zip(classes, class_quotas(counts, val_size), strict=True):
         members = (labels == cls).nonzero().flatten()
         members = members[torch.randperm(len(members), generator=generator)]
         val_parts.append(members[:quota])

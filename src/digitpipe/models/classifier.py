@@ -25,12 +25,14 @@ class DigitClassifier(L.LightningModule):
         negative_slope: float,
         num_classes: int,
         image_size: int,
+        init: str,
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., LRScheduler] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.net = build_convnet(activation, negative_slope, num_classes)
+        # logger=False: the run gets the whole flattened config instead (RunMetadata)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.net = build_convnet(activation, negative_slope, num_classes, init)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")

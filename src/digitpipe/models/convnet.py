@@ -35,7 +35,22 @@ def make_activation(name: str, negative_slope: float) -> nn.Module:
     return ACTIVATIONS[name](negative_slope)
 
 
-def build_convnet(activation: str, negative_slope: float, num_classes: int) -> nn.Sequential:
+INITS = ("glorot", "torch")
+
+
+def init_weights(net: nn.Module, scheme: str) -> nn.Module:
+    """glorot: Keras' defaults (Glorot-uniform kernels, zero biases), as the seed; torch: PyTorch's."""
+    if scheme not in INITS:
+        raise ConfigError(f"model.init={scheme!r} is not a known scheme; choose one of: {', '.join(INITS)}")
+    if scheme == "glorot":
+        for layer in net.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+    return net
+
+
+def build_convnet(activation: str, negative_slope: float, num_classes: int, init: str) -> nn.Sequential:
     """Conv 32 -> pool -> conv 64 -> pool -> conv 64 -> flatten -> dense 64 -> dense classes.
 
     The last layer returns logits: the seed's softmax is folded into the cross-entropy loss.
@@ -44,7 +59,7 @@ def build_convnet(activation: str, negative_slope: float, num_classes: int) -> n
     def act() -> nn.Module:
         return make_activation(activation, negative_slope)
 
-    return nn.Sequential(
+    net = nn.Sequential(
         OrderedDict(
             conv1=nn.Conv2d(1, 32, kernel_size=3), act1=act(),
             pool1=nn.MaxPool2d(2),
@@ -56,3 +71,4 @@ def build_convnet(activation: str, negative_slope: float, num_classes: int) -> n
             dense2=nn.Linear(64, num_classes),
         )
     )  # fmt: skip
+    return init_weights(net, init)

@@ -28,7 +28,9 @@ def summarize(net: nn.Sequential, input_shape: tuple[int, ...]) -> list[LayerRow
             x = module(x)
             if isinstance(module, ACTIVATION_TYPES) and rows:
                 prev = rows[-1]
-                rows[-1] = LayerRow(prev.name, prev.kind, type(module).__name__, prev.output_shape, prev.params)
+                rows[-1] = LayerRow(
+                    prev.name, prev.kind, type(module).__name__, prev.output_shape, prev.params
+                )
                 continue
             params = sum(p.numel() for p in module.parameters())
             rows.append(LayerRow(name, type(module).__name__, "", tuple(x.shape[1:]), params))
@@ -43,7 +45,7 @@ def format_summary(rows: list[LayerRow], trainable: int, total: int) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(4)]
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
     rule = "-" * len(line(header))
     body = [line(r) for r in table[1:]]

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 from digitpipe import io as atomic
-from digitpipe.tracking import file_md5
+from digitpipe.tracking import file_md5, flatten_config
 
 HISTORY_COLUMNS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc")
 
@@ -39,15 +40,19 @@ class EpochHistory(L.Callback):
 
 
 class RunMetadata(L.Callback):
-    """Logs the resolved config, the model summary and the dataset's hash into the MLflow run."""
+    """Logs the config (flat params + YAML), model summary and dataset hash into the MLflow run.
 
-    def __init__(self, config_yaml: str, summary: str, dataset: Path) -> None:
-        self.config_yaml, self.summary, self.dataset = config_yaml, summary, dataset
+    It runs at fit start, after prepare_data: a run whose data could not be prepared is never created.
+    """
+
+    def __init__(self, cfg: DictConfig, summary: str, dataset: Path) -> None:
+        self.cfg, self.summary, self.dataset = cfg, summary, dataset
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = trainer.logger
+        logger.log_hyperparams(flatten_config(self.cfg))
         client, run_id = logger.experiment, logger.run_id
-        client.log_text(run_id, self.config_yaml, "config.yaml")
+        client.log_text(run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
         client.log_text(run_id, self.summary, "model_summary.txt")
         client.set_tag(run_id, "data.md5", file_md5(self.dataset))

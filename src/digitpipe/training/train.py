@@ -9,7 +9,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from digitpipe import io as atomic
 from digitpipe import tracking
@@ -37,6 +37,7 @@ def build_model(cfg: DictConfig) -> DigitClassifier:
         negative_slope=cfg.model.negative_slope,
         num_classes=cfg.data.num_classes,
         image_size=cfg.data.image_size,
+        init=cfg.model.init,
         optimizer=instantiate(cfg.optimizer),
         scheduler=scheduler,
     )
@@ -69,22 +70,29 @@ def train(cfg: DictConfig) -> TrainResult:
     model, datamodule, logger = build_model(cfg), build_datamodule(cfg), build_logger(cfg)
     summary = model.summary()
     print(summary)
+    model_dir = resolve(cfg.paths.model_dir)
     checkpoint = ModelCheckpoint(
-        dirpath=resolve(cfg.paths.model_dir), filename="best", monitor=MONITOR, mode="max",
-        save_last=True, enable_version_counter=False,
-    )  # fmt: skip
+        dirpath=model_dir, filename="best", monitor=MONITOR, mode="max", enable_version_counter=False
+    )
+    # Lightning's save_last only re-saves when a new best was saved; this one saves every epoch
+    last = ModelCheckpoint(dirpath=model_dir, filename="last", enable_version_counter=False)
     callbacks = [
         checkpoint,
+        last,
         EpochHistory(resolve(cfg.paths.history)),
-        RunMetadata(OmegaConf.to_yaml(cfg, resolve=True), summary, resolve(cfg.paths.dataset)),
+        RunMetadata(cfg, summary, resolve(cfg.paths.dataset)),
         LearningRateMonitor(logging_interval="epoch"),
     ]
     trainer = L.Trainer(**cfg.trainer, logger=logger, callbacks=callbacks, enable_model_summary=False)
-    logger.log_hyperparams(tracking.flatten_config(cfg))
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k and not k.endswith("_step")}
-    metrics |= {"best/val_acc": float(checkpoint.best_model_score), "fit_seconds": time.perf_counter() - started}
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k and not k.endswith("_step")
+    }
+    metrics |= {
+        "best/val_acc": float(checkpoint.best_model_score),
+        "fit_seconds": time.perf_counter() - started,
+    }
     result = TrainResult(logger.run_id, checkpoint.best_model_path, metrics)
     if trainer.is_global_zero:
         write_outputs(cfg, result, logger)

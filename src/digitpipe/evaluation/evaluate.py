@@ -1,0 +1,84 @@
+"""The evaluate stage: test the trained model, write DVC metrics/plots, log into the training's run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig
+
+from digitpipe import io as atomic
+from digitpipe import tracking
+from digitpipe.data.datamodule import DigitsDataModule, scale_images
+from digitpipe.errors import DataError
+from digitpipe.evaluation.metrics import Evaluation, evaluate_logits, predict_logits
+from digitpipe.evaluation.plots import confusion_figure
+from digitpipe.models.classifier import DigitClassifier
+from digitpipe.paths import resolve
+
+BEST_CHECKPOINT = "best.ckpt"
+
+
+def load_classifier(path: Path) -> DigitClassifier:
+    if not path.is_file():
+        raise DataError(f"{path} is missing; train first (dvc repro train, or python src/train.py)")
+    return DigitClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+
+
+def csv_text(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def run_evaluate(cfg: DictConfig) -> Evaluation:
+    model = load_classifier(resolve(cfg.paths.model_dir) / BEST_CHECKPOINT)
+    d = cfg.data
+    datamodule = DigitsDataModule(resolve(cfg.paths.dataset), d.batch_size, d.eval_batch_size, d.normalize)
+    datamodule.setup("test")
+    test = datamodule.splits["test"]
+    images = scale_images(test.images, datamodule.mean, datamodule.std)
+    logits = predict_logits(model, images, d.eval_batch_size)
+    result = evaluate_logits(logits, test.labels, d.num_classes)
+    write_reports(cfg, result, logits.argmax(dim=1), test.labels)
+    log_to_training_run(cfg, result)
+    return result
+
+
+def write_reports(cfg: DictConfig, result: Evaluation, preds: torch.Tensor, labels: torch.Tensor) -> None:
+    paths = cfg.paths
+    atomic.write_json(resolve(paths.metrics), {k: round(v, 6) for k, v in result.scalars.items()})
+    atomic.write_text(resolve(paths.per_class), csv_text(result.per_class))
+    pairs = [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, preds, strict=True)]
+    atomic.write_text(resolve(paths.predictions), csv_text(pairs))
+    figure = confusion_figure(result.confusion)
+    atomic.write_with(resolve(paths.confusion_png), lambda tmp: figure.savefig(tmp, format="png"))
+
+
+def log_to_training_run(cfg: DictConfig, result: Evaluation) -> None:
+    """Log into the run the train stage recorded; start a new run only if that one is gone."""
+    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
+    tracking.check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    run_id = json.loads(resolve(cfg.paths.run_info).read_text())["run_id"]
+    try:
+        mlflow.get_run(run_id)
+    except MlflowException:
+        warnings.warn(
+            f"MLflow run {run_id} not found at {uri}; logging evaluation to a new run", stacklevel=1
+        )
+        mlflow.set_experiment(cfg.mlflow.experiment_name)
+        run_id = mlflow.start_run(run_name=f"{tracking.run_name(cfg)}-eval").info.run_id
+        mlflow.end_run()
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(result.scalars)
+        for path in (cfg.paths.metrics, cfg.paths.per_class, cfg.paths.confusion_png):
+            mlflow.log_artifact(str(resolve(path)), artifact_path="evaluation")

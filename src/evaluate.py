@@ -1,0 +1,18 @@
+"""Evaluate stage: test metrics, per-class report, confusion matrix; logged into the training run."""
+
+import hydra
+from omegaconf import DictConfig
+
+from digitpipe.errors import exit_on_user_error
+from digitpipe.evaluation.evaluate import run_evaluate
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    result = run_evaluate(cfg)
+    print(", ".join(f"{k} {v:.4f}" for k, v in result.scalars.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Shared fixtures: tiny generated MNIST-like data, composed configs, temp copies of the project."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from digitpipe.data.idx import encode_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("conf", "src", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config")
+FILE_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy 28x28 images whose class is a bright 6x6 block at a class-specific place: learnable."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n, dtype=torch.uint8) % 10
+    labels = labels[torch.randperm(n, generator=g)]
+    images = torch.randint(0, 60, (n, 28, 28), generator=g, dtype=torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        row, col = 2 + (label // 5) * 12, 2 + (label % 5) * 5
+        images[i, row : row + 6, col : col + 6] = 255
+    return images, labels
+
+
+def tiny_raw_files(n_train: int = 600, n_test: int = 200) -> dict[str, bytes]:
+    """Decompressed IDX content keyed like conf/data/mnist.yaml's files."""
+    train_x, train_y = synthetic_digits(n_train, seed=1)
+    test_x, test_y = synthetic_digits(n_test, seed=2)
+    tensors = {"train_images": train_x, "train_labels": train_y, "test_images": test_x, "test_labels": test_y}
+    return {key: encode_idx(t) for key, t in tensors.items()}
+
+
+def files_config(raw: dict[str, bytes]) -> dict[str, dict[str, str]]:
+    return {k: {"name": FILE_NAMES[k], "sha256": hashlib.sha256(v).hexdigest()} for k, v in raw.items()}
+
+
+def write_mirror(directory: Path, raw: dict[str, bytes]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, content in raw.items():
+        (directory / f"{FILE_NAMES[key]}.gz").write_bytes(gzip.compress(content))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_raw() -> dict[str, bytes]:
+    return tiny_raw_files()
+
+
+@pytest.fixture
+def tiny_mirror(tmp_path: Path, tiny_raw: dict[str, bytes]) -> Path:
+    return write_mirror(tmp_path / "mirror", tiny_raw)
+
+
+def compose_config(overrides: list[str] | None = None, config_dir: Path = ROOT / "conf") -> DictConfig:
+    with initialize_config_dir(str(config_dir), version_base="1.3"):
+        return compose("config", overrides=overrides or [])
+
+
+def tiny_overrides(tiny_raw: dict[str, bytes], workdir: Path) -> list[str]:
+    """Overrides that point a composed config at tiny data and short training under `workdir`."""
+    overrides = [f"data.files.{k}.sha256={v['sha256']}" for k, v in files_config(tiny_raw).items()]
+    overrides += ["data.val_size=100", "data.batch_size=32", "data.eval_batch_size=100"]
+    overrides += ["trainer.max_epochs=2", "trainer.log_every_n_steps=5"]
+    return overrides
+
+
+def copy_project(dest: Path) -> Path:
+    """A fresh git+DVC workspace holding this project's code and config (no data, no runs)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, target)
+    (dest / ".gitignore").write_text("outputs/\nmultirun/\nmlflow.db\nmlruns/\n")
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "project copy")
+    return dest
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
+    """Run a command as a user would (python resolves to this interpreter), capturing output."""
+    base = {k: v for k, v in os.environ.items() if k not in ("MNIST_MIRROR", "MLFLOW_TRACKING_URI")}
+    base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
+    return subprocess.run(args, cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip

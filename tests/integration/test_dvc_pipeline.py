@@ -1,0 +1,152 @@
+"""`dvc repro`, `dvc exp run -S` and Hydra sweeps in a temp copy of the project, on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ..conftest import copy_project, files_config, run_cli, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def shrink_conf(project: Path, tiny_raw: dict[str, bytes]) -> None:
+    """Point conf/ at the tiny data, then let DVC compose params.yaml from it, as `dvc exp run` does."""
+    data = project / "conf" / "data" / "mnist.yaml"
+    text = (
+        data.read_text()
+        .replace("val_size: 5000", "val_size: 100")
+        .replace("batch_size: 64", "batch_size: 32")
+    )
+    for spec in files_config(tiny_raw).values():
+        start = text.index(spec["name"])
+        old = text[text.index("sha256: ", start) + 8 :].split("\n", 1)[0]
+        text = text.replace(old, spec["sha256"])
+    data.write_text(text)
+    trainer = project / "conf" / "trainer" / "cpu.yaml"
+    trainer.write_text(trainer.read_text().replace("max_epochs: 5", "max_epochs: 2").replace(
+        "log_every_n_steps: 50", "log_every_n_steps: 5"))  # fmt: skip
+    result = run_cli(["python", "-c", "from dvc.utils.hydra import compose_and_dump; import os; "
+                      "compose_and_dump('params.yaml', os.path.abspath('conf'), None, 'config', '', [])"],
+                     cwd=project)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def mlflow_runs(project: Path):
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist-convnet")
+    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory, tiny_raw):
+    """A project copy on which `dvc repro` ran once with MNIST_MIRROR at a tiny generated mirror."""
+    from ..conftest import write_mirror
+
+    base = tmp_path_factory.mktemp("dvc")
+    project = copy_project(base / "project")
+    shrink_conf(project, tiny_raw)
+    mirror = write_mirror(base / "mirror", tiny_raw)
+    env = {"MNIST_MIRROR": str(mirror)}
+    result = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return project, env
+
+
+def test_repro_writes_every_declared_output(repro):
+    project, _ = repro
+    for path in ("data/raw/train-images-idx3-ubyte", "data/processed/mnist.pt", "data/processed/stats.json",
+                 "models/best.ckpt", "models/last.ckpt", "reports/train_metrics.json", "reports/history.csv",
+                 "reports/metrics.json", "reports/per_class.csv", "reports/predictions.csv",
+                 "reports/confusion_matrix.png", "dvc.lock"):  # fmt: skip
+        assert (project / path).is_file(), path
+    stats = json.loads((project / "data/processed/stats.json").read_text())
+    assert stats["sizes"] == {"train": 500, "val": 100, "test": 200}
+    assert stats["class_counts"]["val"] == [10] * 10
+    history = list(csv.DictReader((project / "reports/history.csv").open()))
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert len(list(csv.DictReader((project / "reports/predictions.csv").open()))) == 200
+
+
+def test_the_model_learns_the_tiny_task(repro):
+    project, _ = repro
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["test/acc"] > 0.5  # chance is 0.1
+    assert set(metrics) == {"test/acc", "test/loss", "test/macro_f1", "test/errors"}
+
+
+def test_a_second_repro_does_nothing_and_status_is_clean(repro):
+    project, env = repro
+    again = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert again.returncode == 0
+    assert "Running stage" not in again.stdout
+    status = run_cli(["dvc", "status"], cwd=project, env=env)
+    assert "Data and pipelines are up to date." in status.stdout, status.stdout
+
+
+def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_artifacts(repro):
+    project, _ = repro
+    client, runs = mlflow_runs(project)
+    assert len(runs) == 1
+    run = runs[0]
+    assert json.loads((project / "reports/mlflow_run.json").read_text())["run_id"] == run.info.run_id
+    assert run.data.params["model.activation"] == "relu"
+    assert run.data.params["optimizer._target_"] == "torch.optim.RMSprop"
+    assert run.data.params["data.val_size"] == "100"
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "test/loss", "test/macro_f1"):
+        assert key in run.data.metrics, key
+    steps = client.get_metric_history(run.info.run_id, "train/loss_step")
+    assert len(steps) >= 3  # per-step training loss
+    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # per epoch
+    assert run.data.tags["mlflow.runName"] == "relu-rmsprop-lr0.001"
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    lock = (project / "dvc.lock").read_text()
+    assert run.data.tags["data.md5"] in lock
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model_summary.txt", "evaluation"} <= artifacts
+    evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/confusion_matrix.png" in evaluation
+    checkpoints = [a.path for a in client.list_artifacts(run.info.run_id, "model/checkpoints")]
+    assert checkpoints, artifacts
+    summary = Path(client.download_artifacts(run.info.run_id, "model_summary.txt")).read_text()
+    assert "Total params: 93,322" in summary
+
+
+def test_dvc_metrics_and_plots_show_the_results(repro):
+    project, env = repro
+    metrics = run_cli(["dvc", "metrics", "show", "--json"], cwd=project, env=env)
+    shown = json.dumps(json.loads(metrics.stdout))
+    assert "test/acc" in shown and "val/acc" in shown
+    plots = run_cli(["dvc", "plots", "show", "--json"], cwd=project, env=env)
+    assert plots.returncode == 0, plots.stderr
+    assert "reports/history.csv" in plots.stdout and "confusion" in plots.stdout
+
+
+def test_exp_run_set_param_changes_what_trains_and_logs_to_the_project_store(repro):
+    project, env = repro
+    result = run_cli(["dvc", "exp", "run", "--temp", "-S", "model.activation=sigmoid"], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, runs = mlflow_runs(project)  # the temp copy under .dvc/tmp logged here, to the project root
+    assert [r.data.params["model.activation"] for r in runs] == ["relu", "sigmoid"]
+    assert "test/acc" in runs[-1].data.metrics  # evaluate found the temp run's training run
+    shown = run_cli(["dvc", "exp", "show", "--json"], cwd=project, env=env)
+    assert '"sigmoid"' in shown.stdout
+    assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
+
+
+def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw):
+    project, env = repro
+    overrides = tiny_overrides(tiny_raw, project) + ["mlflow.experiment_name=sweep", "trainer.max_epochs=1"]
+    result = run_cli(["python", "src/train.py", "-m", "model.activation=relu,tanh", "optimizer=rmsprop,adam",
+                      *overrides], cwd=project, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    names = sorted(r.data.tags["mlflow.runName"] for r in runs)
+    assert names == ["relu-adam-lr0.001", "relu-rmsprop-lr0.001", "tanh-adam-lr0.001", "tanh-rmsprop-lr0.001"]
+    assert all(r.info.status == "FINISHED" for r in runs)

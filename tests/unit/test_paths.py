@@ -1,0 +1,37 @@
+from digitpipe.paths import project_root, resolve, workspace_root
+from digitpipe.tracking import artifact_location, tracking_uri
+
+
+def test_workspace_is_the_nearest_directory_with_dvc_yaml(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "src" / "deep").mkdir(parents=True)
+    assert workspace_root(tmp_path / "src" / "deep") == tmp_path
+
+
+def test_a_dvc_temp_experiment_copy_maps_back_to_the_project(tmp_path):
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpab12"
+    copy.mkdir(parents=True)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    assert workspace_root(copy) == copy
+    assert project_root(copy) == tmp_path
+
+
+def test_mlflow_defaults_to_sqlite_in_the_project_root_even_from_a_temp_copy(tmp_path, monkeypatch):
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpab12"
+    copy.mkdir(parents=True)
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(copy)
+    assert tracking_uri(None, env={}) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert artifact_location(tracking_uri(None, env={})) == (tmp_path / "mlruns").as_uri()
+
+
+def test_the_environment_and_the_config_override_the_tracking_store():
+    assert tracking_uri(None, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}) == "http://127.0.0.1:5000"
+    assert tracking_uri("sqlite:///x.db", env={"MLFLOW_TRACKING_URI": "http://h"}) == "sqlite:///x.db"
+    assert artifact_location("http://127.0.0.1:5000") is None
+
+
+def test_relative_paths_resolve_against_the_workspace(tmp_path):
+    assert resolve("data/raw", tmp_path) == tmp_path / "data" / "raw"
+    assert resolve("/abs/x", tmp_path).as_posix() == "/abs/x"

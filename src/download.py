@@ -1,17 +1,23 @@
 """Download stage: fetch and verify the raw MNIST files (`MNIST_MIRROR=DIR_OR_URL` puts a mirror first)."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
+from digitpipe.cli import preflight
 from digitpipe.data.download import run_download
 from digitpipe.errors import exit_on_user_error
 
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     run_download(cfg)
 
 
 if __name__ == "__main__":
+    preflight(CONFIG_DIR)
     main()

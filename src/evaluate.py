@@ -1,13 +1,18 @@
 """Evaluate stage: test metrics, per-class report, confusion matrix; logged into the training run."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
+from digitpipe.cli import preflight
 from digitpipe.errors import exit_on_user_error
 from digitpipe.evaluation.evaluate import run_evaluate
 
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     result = run_evaluate(cfg)
@@ -15,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight(CONFIG_DIR)
     main()

@@ -1,13 +1,18 @@
 """Preprocess stage: raw IDX files -> uint8 train/val/test tensors and a stats file."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
+from digitpipe.cli import preflight
 from digitpipe.data.preprocess import run_preprocess
 from digitpipe.errors import exit_on_user_error
 
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     stats = run_preprocess(cfg)
@@ -17,4 +22,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight(CONFIG_DIR)
     main()

@@ -1,13 +1,18 @@
 """Train the convnet: `python src/train.py model.activation=leaky_relu`, or sweep with -m."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
+from digitpipe.cli import preflight
 from digitpipe.errors import exit_on_user_error
 from digitpipe.training.train import train
 
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     result = train(cfg)
@@ -16,4 +21,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    preflight(CONFIG_DIR)
     main()

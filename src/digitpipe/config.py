@@ -27,7 +27,9 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the bad value and the fix for the first invalid setting."""
     check_activation(cfg.model.activation)
     if cfg.model.init not in INITS:
-        raise ConfigError(f"model.init={cfg.model.init!r} is not a known scheme; choose one of: {', '.join(INITS)}")
+        raise ConfigError(
+            f"model.init={cfg.model.init!r} is not a known scheme; choose one of: {', '.join(INITS)}"
+        )
     for key, meaning in POSITIVE.items():
         value = _get(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -45,9 +45,14 @@ def test_train_rejects_bad_settings_before_any_work(project, override, fragments
     assert not (project / "mlflow.db").exists()
 
 
-def test_an_unknown_optimizer_lists_the_choices(project):
-    result = run_cli(["python", "src/train.py", "optimizer=adagrad"], cwd=project)
-    assert_one_clear_line(result, "optimizer/adagrad", "adam", "adamw", "rmsprop", "sgd")
+@pytest.mark.parametrize("args", [["optimizer=adagrad"], ["-m", "optimizer=adam,adagrad"]])
+def test_an_unknown_optimizer_lists_the_choices_in_one_line(project, args):
+    result = run_cli(["python", "src/train.py", *args], cwd=project)
+    assert_one_clear_line(result)
+    assert result.stderr.strip() == (
+        "error: optimizer=adagrad is not a known choice; choose one of: adam, adamw, rmsprop, sgd"
+    )
+    assert result.returncode == 2
     assert written_outputs(project) == []
 
 

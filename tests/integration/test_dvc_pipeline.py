@@ -110,8 +110,8 @@ def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_arti
     assert {"config.yaml", "model_summary.txt", "evaluation"} <= artifacts
     evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in evaluation
-    checkpoints = [a.path for a in client.list_artifacts(run.info.run_id, "model/checkpoints")]
-    assert checkpoints, artifacts
+    checkpoints = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert checkpoints == {"checkpoints/best.ckpt", "checkpoints/last.ckpt"}
     summary = Path(client.download_artifacts(run.info.run_id, "model_summary.txt")).read_text()
     assert "Total params: 93,322" in summary
 

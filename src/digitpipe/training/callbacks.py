@@ -1,12 +1,14 @@
-"""Callbacks that write what DVC tracks and what MLflow shows, from rank 0 only."""
+"""What DVC tracks and MLflow shows besides Lightning's own logging, written by rank 0 only."""
 
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,26 +18,40 @@ from digitpipe.tracking import file_md5, flatten_config
 HISTORY_COLUMNS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc")
 
 
-class EpochHistory(L.Callback):
-    """Rewrites a per-epoch CSV (for `dvc plots`) after every epoch."""
+class EpochHistoryLogger(Logger):
+    """A logger that keeps one row per epoch and rewrites a CSV for `dvc plots` after each update.
+
+    A logger, not a callback: loggers get the epoch metrics after every hook has logged them.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.path, self.rows = path, []
+        super().__init__()
+        self.path = path
+        self.rows: dict[int, dict[str, float]] = {}
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # runs after the epoch's validation, when train/* hold the epoch means
-        metrics = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch + 1}
-        row |= {k: round(float(metrics[k]), 6) for k in HISTORY_COLUMNS[1:] if k in metrics}
-        self.rows.append(row)
-        self._write()
+    @property
+    def name(self) -> str:
+        return "history"
+
+    @property
+    def version(self) -> str:
+        return "0"
 
     @rank_zero_only
-    def _write(self) -> None:
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if "epoch" not in metrics or not any(k in metrics for k in HISTORY_COLUMNS[1:]):
+            return
+        epoch = int(metrics["epoch"]) + 1
+        row = self.rows.setdefault(epoch, {"epoch": epoch})
+        row |= {k: round(float(v), 6) for k, v in metrics.items() if k in HISTORY_COLUMNS[1:]}
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(self.rows)
+        writer.writerows(self.rows[e] for e in sorted(self.rows))
         atomic.write_text(self.path, buffer.getvalue())
 
 

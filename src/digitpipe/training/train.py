@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig
 
@@ -18,7 +18,7 @@ from digitpipe.data.datamodule import DigitsDataModule
 from digitpipe.data.preprocess import ensure_dataset
 from digitpipe.models.classifier import DigitClassifier
 from digitpipe.paths import resolve
-from digitpipe.training.callbacks import EpochHistory, RunMetadata
+from digitpipe.training.callbacks import EpochHistoryLogger, RunMetadata
 
 MONITOR = "val/acc"
 
@@ -51,6 +51,10 @@ def build_datamodule(cfg: DictConfig) -> DigitsDataModule:
     )  # fmt: skip
 
 
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    return [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
+
+
 def build_logger(cfg: DictConfig) -> MLFlowLogger:
     uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
@@ -59,7 +63,6 @@ def build_logger(cfg: DictConfig) -> MLFlowLogger:
         run_name=tracking.run_name(cfg),
         tracking_uri=uri,
         tags=tracking.run_tags(),
-        log_model=cfg.mlflow.log_checkpoint,
         artifact_location=tracking.artifact_location(uri),
     )
 
@@ -79,11 +82,13 @@ def train(cfg: DictConfig) -> TrainResult:
     callbacks = [
         checkpoint,
         last,
-        EpochHistory(resolve(cfg.paths.history)),
         RunMetadata(cfg, summary, resolve(cfg.paths.dataset)),
-        LearningRateMonitor(logging_interval="epoch"),
+        *build_callbacks(cfg),
     ]
-    trainer = L.Trainer(**cfg.trainer, logger=logger, callbacks=callbacks, enable_model_summary=False)
+    history = EpochHistoryLogger(resolve(cfg.paths.history))
+    trainer = L.Trainer(
+        **cfg.trainer, logger=[logger, history], callbacks=callbacks, enable_model_summary=False
+    )
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     metrics = {
@@ -96,6 +101,9 @@ def train(cfg: DictConfig) -> TrainResult:
     result = TrainResult(logger.run_id, checkpoint.best_model_path, metrics)
     if trainer.is_global_zero:
         write_outputs(cfg, result, logger)
+        if cfg.mlflow.log_checkpoint:
+            for path in (checkpoint.best_model_path, last.best_model_path):
+                logger.experiment.log_artifact(logger.run_id, path, "checkpoints")
     return result
 
 

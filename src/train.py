@@ -16,7 +16,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     result = train(cfg)
-    print(f"run {result.run_id}: val/acc {result.metrics['val/acc']:.4f}, best {result.best_checkpoint}")
+    if result.run_id:  # rank 0 (the other DDP ranks have no run)
+        print(f"run {result.run_id}: val/acc {result.metrics['val/acc']:.4f}, best {result.best_checkpoint}")
     return result.metrics["val/acc"]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from digitpipe.data.preprocess import load_dataset
@@ -73,7 +74,16 @@ class DigitsDataModule(L.LightningDataModule):
             self.mean, self.std = train.mean().item(), train.std().item()
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, collate_fn=keep_batch)
+        dataset = self.splits[split]
+        trainer = self.trainer
+        if split != "train" and trainer is not None and trainer.world_size > 1:
+            # Lightning's default DistributedSampler pads the last batch with repeats, which would
+            # count some test images twice; this one shards without padding (ranks may differ by one)
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+            return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=keep_batch)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=keep_batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

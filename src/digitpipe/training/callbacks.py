@@ -61,8 +61,8 @@ class RunMetadata(L.Callback):
     It runs at fit start, after prepare_data: a run whose data could not be prepared is never created.
     """
 
-    def __init__(self, cfg: DictConfig, summary: str, dataset: Path) -> None:
-        self.cfg, self.summary, self.dataset = cfg, summary, dataset
+    def __init__(self, cfg: DictConfig, dataset: Path) -> None:
+        self.cfg, self.dataset = cfg, dataset
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -70,5 +70,5 @@ class RunMetadata(L.Callback):
         logger.log_hyperparams(flatten_config(self.cfg))
         client, run_id = logger.experiment, logger.run_id
         client.log_text(run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
-        client.log_text(run_id, self.summary, "model_summary.txt")
+        client.log_text(run_id, pl_module.summary(), "model_summary.txt")
         client.set_tag(run_id, "data.md5", file_md5(self.dataset))

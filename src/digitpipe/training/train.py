@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import lightning as L
 from hydra.utils import instantiate
@@ -19,6 +20,12 @@ from digitpipe.data.preprocess import ensure_dataset
 from digitpipe.models.classifier import DigitClassifier
 from digitpipe.paths import resolve
 from digitpipe.training.callbacks import EpochHistoryLogger, RunMetadata
+from digitpipe.training.distributed import (
+    per_device_batch_size,
+    prepare_launch,
+    release_launch,
+    scaled_lr,
+)
 
 MONITOR = "val/acc"
 
@@ -30,25 +37,29 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def build_model(cfg: DictConfig) -> DigitClassifier:
+def build_model(cfg: DictConfig, world_size: int = 1) -> DigitClassifier:
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    lr = scaled_lr(cfg.optimizer.lr, world_size, cfg.distributed.scale_lr)
     return DigitClassifier(
         activation=cfg.model.activation,
         negative_slope=cfg.model.negative_slope,
         num_classes=cfg.data.num_classes,
         image_size=cfg.data.image_size,
         init=cfg.model.init,
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=instantiate(cfg.optimizer, lr=lr),
         scheduler=scheduler,
     )
 
 
-def build_datamodule(cfg: DictConfig) -> DigitsDataModule:
+def build_datamodule(cfg: DictConfig, world_size: int = 1) -> DigitsDataModule:
     d = cfg.data
     return DigitsDataModule(
-        resolve(cfg.paths.dataset), d.batch_size, d.eval_batch_size, d.normalize,
-        prepare=lambda: ensure_dataset(cfg),
-    )  # fmt: skip
+        resolve(cfg.paths.dataset),
+        per_device_batch_size(d.batch_size, world_size, cfg.distributed.batch_scope),
+        d.eval_batch_size,
+        d.normalize,
+        prepare=partial(ensure_dataset, cfg),
+    )
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -67,48 +78,56 @@ def build_logger(cfg: DictConfig) -> MLFlowLogger:
     )
 
 
+def build_trainer(
+    cfg: DictConfig, logger: MLFlowLogger
+) -> tuple[L.Trainer, ModelCheckpoint, ModelCheckpoint]:
+    model_dir = resolve(cfg.paths.model_dir)
+    best = ModelCheckpoint(dirpath=model_dir, filename="best", monitor=MONITOR, mode="max",
+                           enable_version_counter=False)  # fmt: skip
+    # Lightning's save_last only re-saves when a new best was saved; this one saves every epoch
+    last = ModelCheckpoint(dirpath=model_dir, filename="last", enable_version_counter=False)
+    callbacks = [best, last, RunMetadata(cfg, resolve(cfg.paths.dataset)), *build_callbacks(cfg)]
+    loggers = [logger, EpochHistoryLogger(resolve(cfg.paths.history))]
+    trainer_kwargs = instantiate(cfg.trainer, _convert_="all")  # a strategy node becomes an object
+    trainer = L.Trainer(**trainer_kwargs, logger=loggers, callbacks=callbacks, enable_model_summary=False)
+    return trainer, best, last
+
+
 def train(cfg: DictConfig) -> TrainResult:
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    model, datamodule, logger = build_model(cfg), build_datamodule(cfg), build_logger(cfg)
-    summary = model.summary()
-    print(summary)
-    model_dir = resolve(cfg.paths.model_dir)
-    checkpoint = ModelCheckpoint(
-        dirpath=model_dir, filename="best", monitor=MONITOR, mode="max", enable_version_counter=False
-    )
-    # Lightning's save_last only re-saves when a new best was saved; this one saves every epoch
-    last = ModelCheckpoint(dirpath=model_dir, filename="last", enable_version_counter=False)
-    callbacks = [
-        checkpoint,
-        last,
-        RunMetadata(cfg, summary, resolve(cfg.paths.dataset)),
-        *build_callbacks(cfg),
-    ]
-    history = EpochHistoryLogger(resolve(cfg.paths.history))
-    trainer = L.Trainer(
-        **cfg.trainer, logger=[logger, history], callbacks=callbacks, enable_model_summary=False
-    )
+    logger = build_logger(cfg)
+    trainer, best, last = build_trainer(cfg, logger)
+    model = build_model(cfg, trainer.world_size)
+    datamodule = build_datamodule(cfg, trainer.world_size)
+    if trainer.is_global_zero:
+        print(model.summary())
+    launcher = prepare_launch()
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
-    metrics = {
-        k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k and not k.endswith("_step")
-    }
-    metrics |= {
-        "best/val_acc": float(checkpoint.best_model_score),
-        "fit_seconds": time.perf_counter() - started,
-    }
-    result = TrainResult(logger.run_id, checkpoint.best_model_path, metrics)
+    metrics = epoch_metrics(trainer)
+    metrics |= {"best/val_acc": float(best.best_model_score), "fit_seconds": time.perf_counter() - started}
+    checkpoints = (best.best_model_path, last.best_model_path)
+    if cfg.test_after_fit:  # every rank tests its shard; torchmetrics reduce across ranks
+        trainer.test(model, datamodule=datamodule, ckpt_path=best.best_model_path, weights_only=True)
+        metrics |= epoch_metrics(trainer)
+    result = TrainResult(logger.run_id, best.best_model_path, metrics)
     if trainer.is_global_zero:
         write_outputs(cfg, result, logger)
         if cfg.mlflow.log_checkpoint:
-            for path in (checkpoint.best_model_path, last.best_model_path):
+            for path in checkpoints:
                 logger.experiment.log_artifact(logger.run_id, path, "checkpoints")
+    release_launch(launcher)
     return result
+
+
+def epoch_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k and not k.endswith("_step")}
 
 
 def write_outputs(cfg: DictConfig, result: TrainResult, logger: MLFlowLogger) -> None:
     """The train stage's DVC outputs: metrics JSON and the MLflow run evaluate logs into."""
-    atomic.write_json(resolve(cfg.paths.train_metrics), {k: round(v, 6) for k, v in result.metrics.items()})
+    train_metrics = {k: round(v, 6) for k, v in result.metrics.items() if not k.startswith("test/")}
+    atomic.write_json(resolve(cfg.paths.train_metrics), train_metrics)
     run_info = {"run_id": result.run_id, "experiment_id": logger.experiment_id}
     atomic.write_json(resolve(cfg.paths.run_info), run_info)

@@ -1,0 +1,127 @@
+"""DDP on two CPU processes through the real CLI: sharding, reduced metrics, one run, reproducible."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from digitpipe.data.datamodule import scale_images
+from digitpipe.evaluation.evaluate import load_classifier
+from digitpipe.evaluation.metrics import evaluate_logits, predict_logits
+
+from ..conftest import ROOT, copy_project, run_cli
+from ..support import write_indexed_dataset
+
+pytestmark = pytest.mark.slow
+
+SIZES = {"train": 501, "val": 101, "test": 101}  # odd: a padding sampler would repeat samples
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("ddp") / "project")
+    processed = project / "data" / "processed"
+    write_indexed_dataset(processed / "mnist.pt", processed / "stats.json", SIZES)
+    return project
+
+
+def train_ddp(project: Path, experiment: str, *extra: str, record: Path | None = None, multirun=False):
+    args = ["python", "src/train.py", *(["-m"] if multirun else [])]
+    args += ["trainer=ddp_cpu", "trainer.max_epochs=2", "data.batch_size=32", "data.eval_batch_size=25"]
+    args += ["callbacks.progress_bar.refresh_rate=0", "test_after_fit=true"]
+    args += [f"mlflow.experiment_name={experiment}"]
+    args += list(extra)
+    if record:
+        args += [
+            "+callbacks.recorder._target_=tests.support.IndexRecorder",
+            f"+callbacks.recorder.out_dir={record}",
+        ]
+    result = run_cli(args, cwd=project, env={"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def runs_of(project: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+@pytest.fixture(scope="module")
+def ddp_run(project, tmp_path_factory):
+    record = tmp_path_factory.mktemp("indices")
+    result = train_ddp(project, "ddp", record=record)
+    seen = {p.stem: json.loads(p.read_text()) for p in record.glob("*.json")}
+    metrics = json.loads((project / "reports" / "train_metrics.json").read_text())
+    weights = torch.load(project / "models" / "last.ckpt", weights_only=True)["state_dict"]
+    return result, seen, metrics, weights
+
+
+def test_each_rank_trains_a_disjoint_shard_of_every_epoch(ddp_run):
+    _, seen, _, _ = ddp_run
+    orders = []
+    for epoch in (0, 1):
+        rank0, rank1 = seen[f"train_rank0_epoch{epoch}"], seen[f"train_rank1_epoch{epoch}"]
+        assert len(rank0) == len(rank1) == 251  # 501 samples, padded to 502 as DistributedSampler documents
+        counts = Counter(rank0 + rank1)
+        assert set(counts) == set(range(501))  # nothing dropped
+        assert sorted(counts.values()) == [1] * 500 + [2]  # one repeat: the documented padding
+        assert len(set(rank0)) == 251 and len(set(rank1)) == 251
+        orders.append(rank0)
+    assert orders[0] != orders[1]  # reshuffled every epoch
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_validation_and_test_shards_cover_every_sample_exactly_once(ddp_run, stage):
+    _, seen, _, _ = ddp_run
+    epoch = 1 if stage == "val" else 2  # the test runs after the two training epochs
+    rank0, rank1 = seen[f"{stage}_rank0_epoch{epoch}"], seen[f"{stage}_rank1_epoch{epoch}"]
+    assert sorted(rank0 + rank1) == list(range(101))
+
+
+def test_two_process_test_accuracy_equals_a_single_process_evaluation(ddp_run, project):
+    (run,) = runs_of(project, "ddp")
+    model = load_classifier(project / "models" / "best.ckpt")
+    data = torch.load(project / "data" / "processed" / "mnist.pt", weights_only=True)
+    logits = predict_logits(model, scale_images(data["test_images"], None, None), 50)
+    single = evaluate_logits(logits, data["test_labels"].long(), 10).scalars
+    assert single["test/acc"] < 1.0  # noisy labels: a wrong count would show
+    assert run.data.metrics["test/acc"] == pytest.approx(single["test/acc"], abs=1e-6)
+    assert run.data.metrics["test/loss"] == pytest.approx(single["test/loss"], rel=1e-4)
+
+
+def test_one_mlflow_run_and_outputs_written_once_by_rank_zero(ddp_run, project):
+    result, _, metrics, _ = ddp_run
+    (run,) = runs_of(project, "ddp")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.devices"] == "2"
+    assert len(run.data.params) > 30  # the whole config, once
+    history = (project / "reports" / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history] == ["epoch", "1", "2"]
+    assert result.stdout.count("run ") == 1  # only rank 0 reports a run
+    assert sorted(p.name for p in (project / "models").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert "val/acc" in metrics and "test/acc" not in metrics
+
+
+def test_the_same_seed_gives_the_same_ddp_result_twice(ddp_run, project):
+    _, _, metrics, weights = ddp_run
+    train_ddp(project, "ddp-again")
+    again = json.loads((project / "reports" / "train_metrics.json").read_text())
+    drop = {"fit_seconds"}
+    assert {k: v for k, v in metrics.items() if k not in drop} == {
+        k: v for k, v in again.items() if k not in drop
+    }
+    repeat = torch.load(project / "models" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[k], repeat[k]) for k in weights)
+
+
+def test_a_hydra_sweep_under_ddp_runs_each_job_once(project):
+    train_ddp(project, "ddp-sweep", "model.activation=relu,tanh", "trainer.max_epochs=1", multirun=True)
+    runs = runs_of(project, "ddp-sweep")
+    assert sorted(r.data.params["model.activation"] for r in runs) == ["relu", "tanh"]
+    assert all(r.info.status == "FINISHED" for r in runs)

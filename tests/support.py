@@ -1,0 +1,72 @@
+"""Test-only helpers the real CLI can load (via Hydra's _target_) in every DDP process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from digitpipe import io as atomic
+
+
+def indexed_digits(n: int, seed: int, noise: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose first two pixels encode their index; a class block, plus `noise` wrong labels."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        row, col = 4 + (label // 5) * 12, 2 + (label % 5) * 5
+        images[i, row : row + 6, col : col + 6] = 255
+        images[i, 0, 0], images[i, 0, 1] = i // 256, i % 256
+    flip = torch.rand(n, generator=g) < noise
+    labels[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=g)
+    return images, labels.to(torch.uint8)
+
+
+def write_indexed_dataset(dataset: Path, stats: Path, sizes: dict[str, int]) -> None:
+    """A processed dataset (the preprocess stage's format) whose samples carry their indices."""
+    tensors = {}
+    for seed, (split, n) in enumerate(sizes.items()):
+        tensors[f"{split}_images"], tensors[f"{split}_labels"] = indexed_digits(n, seed)
+    atomic.write_with(dataset, lambda tmp: torch.save(tensors, tmp))
+    atomic.write_json(stats, {"sizes": sizes})
+
+
+def decode_indices(images: torch.Tensor) -> list[int]:
+    """Indices back from a scaled batch (N, 1, 28, 28) in [0, 1]."""
+    pixels = (images[:, 0, 0, :2] * 255).round().long()
+    return (pixels[:, 0] * 256 + pixels[:, 1]).tolist()
+
+
+class IndexRecorder(L.Callback):
+    """Writes, per rank and epoch, the sample indices this rank trained, validated and tested on."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir, self.seen = Path(out_dir), {}
+
+    def _record(self, trainer: L.Trainer, stage: str, batch) -> None:
+        if not trainer.sanity_checking:
+            key = f"{stage}_rank{trainer.global_rank}_epoch{trainer.current_epoch}"
+            self.seen.setdefault(key, []).extend(decode_indices(batch[0]))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._record(trainer, "train", batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._record(trainer, "val", batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._record(trainer, "test", batch)
+
+    def _dump(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for key, indices in self.seen.items():
+            (self.out_dir / f"{key}.json").write_text(json.dumps(indices))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._dump()
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._dump()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -125,3 +129,51 @@ def test_a_hydra_sweep_under_ddp_runs_each_job_once(project):
     runs = runs_of(project, "ddp-sweep")
     assert sorted(r.data.params["model.activation"] for r in runs) == ["relu", "tanh"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def torchrun(project: Path, experiment: str, node_rank: int, nnodes: int, nproc: int, port: int):
+    """One node's `torchrun` launch, as a user would type it on that node."""
+    command = [
+        str(Path(sys.executable).parent / "torchrun"),
+        f"--nnodes={nnodes}",
+        f"--nproc_per_node={nproc}",
+        f"--node_rank={node_rank}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        "src/train.py",
+    ]
+    command += ["trainer=ddp_cpu", f"trainer.devices={nproc}", f"trainer.num_nodes={nnodes}"]
+    command += [
+        "trainer.max_epochs=1",
+        "callbacks.progress_bar.refresh_rate=0",
+        f"mlflow.experiment_name={experiment}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_under_torchrun_lightning_uses_the_launched_processes(project):
+    process = torchrun(project, "torchrun", node_rank=0, nnodes=1, nproc=2, port=free_port())
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    assert "MEMBER: 2/2" in out + err
+    (run,) = runs_of(project, "torchrun")
+    assert run.info.status == "FINISHED"
+
+
+def test_two_nodes_on_localhost_train_as_one_world_of_two(project):
+    port = free_port()
+    nodes = [torchrun(project, "two-nodes", node_rank=r, nnodes=2, nproc=1, port=port) for r in (1, 0)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    (run,) = runs_of(project, "two-nodes")
+    (single_node,) = runs_of(project, "torchrun")  # same seed, 2 processes on one node
+    assert run.data.metrics["val/acc"] == single_node.data.metrics["val/acc"]

@@ -10,6 +10,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from digitpipe import io as atomic
@@ -32,7 +33,7 @@ MONITOR = "val/acc"
 
 @dataclass(frozen=True)
 class TrainResult:
-    run_id: str
+    run_id: str | None  # None on DDP ranks other than 0
     best_checkpoint: str
     metrics: dict[str, float]
 
@@ -66,7 +67,11 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
 
 
-def build_logger(cfg: DictConfig) -> MLFlowLogger:
+def build_logger(cfg: DictConfig) -> MLFlowLogger | None:
+    """The run's logger on global rank 0; None on other ranks, which never touch the MLflow store
+    (under torchrun all ranks start at once, and would race to create a new sqlite store)."""
+    if rank_zero_only.rank != 0:
+        return None
     uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
     return MLFlowLogger(
@@ -79,7 +84,7 @@ def build_logger(cfg: DictConfig) -> MLFlowLogger:
 
 
 def build_trainer(
-    cfg: DictConfig, logger: MLFlowLogger
+    cfg: DictConfig, logger: MLFlowLogger | None
 ) -> tuple[L.Trainer, ModelCheckpoint, ModelCheckpoint]:
     model_dir = resolve(cfg.paths.model_dir)
     best = ModelCheckpoint(dirpath=model_dir, filename="best", monitor=MONITOR, mode="max",
@@ -87,7 +92,7 @@ def build_trainer(
     # Lightning's save_last only re-saves when a new best was saved; this one saves every epoch
     last = ModelCheckpoint(dirpath=model_dir, filename="last", enable_version_counter=False)
     callbacks = [best, last, RunMetadata(cfg, resolve(cfg.paths.dataset)), *build_callbacks(cfg)]
-    loggers = [logger, EpochHistoryLogger(resolve(cfg.paths.history))]
+    loggers = [x for x in (logger, EpochHistoryLogger(resolve(cfg.paths.history))) if x is not None]
     trainer_kwargs = instantiate(cfg.trainer, _convert_="all")  # a strategy node becomes an object
     trainer = L.Trainer(**trainer_kwargs, logger=loggers, callbacks=callbacks, enable_model_summary=False)
     return trainer, best, last
@@ -111,7 +116,7 @@ def train(cfg: DictConfig) -> TrainResult:
     if cfg.test_after_fit:  # every rank tests its shard; torchmetrics reduce across ranks
         trainer.test(model, datamodule=datamodule, ckpt_path=best.best_model_path, weights_only=True)
         metrics |= epoch_metrics(trainer)
-    result = TrainResult(logger.run_id, best.best_model_path, metrics)
+    result = TrainResult(logger.run_id if logger else None, best.best_model_path, metrics)
     if trainer.is_global_zero:
         write_outputs(cfg, result, logger)
         if cfg.mlflow.log_checkpoint:

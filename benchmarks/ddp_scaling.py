@@ -1,0 +1,73 @@
+"""DDP scaling: time per epoch of the real CLI with 1 process vs N, and which DDP settings help.
+
+    python benchmarks/ddp_scaling.py                    # CPU: 1 process vs 2 (trainer=ddp_cpu)
+    python benchmarks/ddp_scaling.py --gpus 8           # GPU: 1 vs 8 (trainer=gpu vs trainer=ddp)
+
+Every variant trains the same epochs on the same data (data/processed/mnist.pt; run `dvc repro
+preprocess` first) and writes its outputs and MLflow run to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAIN_DDP = ["trainer.strategy.static_graph=false", "trainer.strategy.gradient_as_bucket_view=false"]
+
+
+def variants(gpus: int) -> list[tuple[str, int, list[str]]]:
+    """(label, processes, overrides) for each measured setting."""
+    if gpus:
+        many = ["trainer=ddp", f"trainer.devices={gpus}"]
+        return [
+            ("1 GPU", 1, ["trainer=gpu"]),
+            (f"{gpus} GPUs, global batch (64/{gpus} per GPU)", gpus, many),
+            (f"{gpus} GPUs, 64 per GPU", gpus, [*many, "distributed.batch_scope=per_device"]),
+        ]
+    return [
+        ("1 process, 2 threads", 1, ["trainer=cpu"]),
+        ("2 processes, global batch 64 (32 each), static graph", 2, ["trainer=ddp_cpu"]),
+        ("2 processes, global batch 64, plain DDP settings", 2, ["trainer=ddp_cpu", *PLAIN_DDP]),
+        ("2 processes, 64 each (global 128)", 2, ["trainer=ddp_cpu", "distributed.batch_scope=per_device"]),
+    ]
+
+
+def run(overrides: list[str], epochs: int, out: Path) -> dict[str, float]:
+    paths = {k: out / f"{k}.out" for k in ("run_info", "train_metrics", "history")}
+    args = [sys.executable, "src/train.py", *overrides, f"trainer.max_epochs={epochs}",
+            f"paths.model_dir={out / 'models'}", *(f"paths.{k}={v}" for k, v in paths.items()),
+            f"mlflow.tracking_uri=sqlite:///{out / 'mlflow.db'}", "mlflow.experiment_name=ddp-scaling",
+            "mlflow.log_checkpoint=false", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(overrides)} failed:\n{done.stderr[-3000:]}")
+    metrics = json.loads(paths["train_metrics"].read_text())
+    return {"epoch_s": metrics["fit_seconds"] / epochs, "wall_s": time.perf_counter() - started,
+            "val_acc": metrics["val/acc"]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--gpus", type=int, default=0, help="measure 1 vs this many GPUs instead of CPU")
+    args = parser.parse_args()
+    baseline = None
+    print(f"{'setting':<55} {'s/epoch':>8} {'speedup':>8} {'efficiency':>10} {'val/acc':>8}")
+    for label, processes, overrides in variants(args.gpus):
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(overrides, args.epochs, Path(tmp))
+        baseline = baseline or result["epoch_s"]
+        speedup = baseline / result["epoch_s"]
+        print(f"{label:<55} {result['epoch_s']:8.2f} {speedup:8.2f} {speedup / processes:10.0%} "
+              f"{result['val_acc']:8.4f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

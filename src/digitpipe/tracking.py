@@ -103,3 +103,18 @@ def run_tags() -> dict[str, str]:
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
+
+
+def log_model(uri: str, run_id: str, model: Any, example: Any, registered_name: str | None) -> str:
+    """Log `model` into the run with the mlflow.pytorch flavor (torch.export format, loadable
+    without this project's code), a signature from `example`, and register it if named."""
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            model, name="model", serialization_format="pt2", input_example=example,
+            registered_model_name=registered_name or None,
+        )  # fmt: skip
+    return info.model_uri

@@ -114,6 +114,33 @@ def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_arti
     assert checkpoints == {"checkpoints/best.ckpt", "checkpoints/last.ckpt"}
     summary = Path(client.download_artifacts(run.info.run_id, "model_summary.txt")).read_text()
     assert "Total params: 93,322" in summary
+    assert run.data.tags["device.type"] == "cpu" and run.data.tags["device.count"] == "1"
+    assert run.data.tags["git.dirty"] in ("true", "false") and run.data.tags["host"]
+    figures = {a.path.removeprefix("figures/") for a in client.list_artifacts(run.info.run_id, "figures")}
+    maps = {f"feature_maps_conv{i}.png" for i in (1, 2, 3)}
+    expected = {"confusion_matrix.png", "misclassified.png", "filters_conv1.png", "activation_relu.png"}
+    assert figures == expected | maps | {"training_curves.png"}
+
+
+def test_the_model_is_registered_and_predicts_digits_without_project_code(repro):
+    import mlflow.pyfunc
+    import numpy as np
+    import torch
+
+    project, _ = repro
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client, (run,) = mlflow_runs(project)
+    version = client.get_model_version("mnist-convnet", "1")
+    assert version.run_id == run.info.run_id
+    model = mlflow.pyfunc.load_model("models:/mnist-convnet/1")
+    assert str(model.metadata.signature.inputs) == "[Tensor('float32', (-1, 28, 28))]"
+    data = torch.load(project / "data/processed/mnist.pt", weights_only=True)
+    probabilities = np.asarray(model.predict(data["test_images"][:50].float().numpy()))
+    assert probabilities.shape == (50, 10)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    accuracy = (probabilities.argmax(axis=1) == data["test_labels"][:50].numpy()).mean()
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert accuracy >= metrics["test/acc"] - 0.1
 
 
 def test_dvc_metrics_and_plots_show_the_results(repro):
@@ -157,6 +184,9 @@ def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw):
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("sweep")
     runs = client.search_runs([experiment.experiment_id])
-    names = sorted(r.data.tags["mlflow.runName"] for r in runs)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.data.tags["mlflow.runName"].startswith("sweep: model.activation=relu,tanh")
+    names = sorted(r.data.tags["mlflow.runName"] for r in children)
     assert names == ["relu-adam-lr0.001", "relu-rmsprop-lr0.001", "tanh-adam-lr0.001", "tanh-rmsprop-lr0.001"]
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -8,8 +8,10 @@ import json
 import warnings
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import mlflow
 import torch
+from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
@@ -18,7 +20,8 @@ from digitpipe import tracking
 from digitpipe.data.datamodule import DigitsDataModule, scale_images
 from digitpipe.errors import DataError
 from digitpipe.evaluation.metrics import Evaluation, evaluate_logits, predict_logits
-from digitpipe.evaluation.plots import confusion_figure
+from digitpipe.evaluation.model_figures import activation_figure, feature_map_figures, filters_figure
+from digitpipe.evaluation.plots import confusion_figure, curves_figure, misclassified_figure
 from digitpipe.models.classifier import DigitClassifier
 from digitpipe.paths import resolve
 
@@ -49,8 +52,31 @@ def run_evaluate(cfg: DictConfig) -> Evaluation:
     logits = predict_logits(model, images, d.eval_batch_size)
     result = evaluate_logits(logits, test.labels, d.num_classes)
     write_reports(cfg, result, logits.argmax(dim=1), test.labels)
-    log_to_training_run(cfg, result)
+    figures = build_figures(cfg, model, result, images, test.images, test.labels, logits.softmax(dim=1))
+    log_to_training_run(cfg, result, figures)
     return result
+
+
+def build_figures(
+    cfg: DictConfig, model: DigitClassifier, result: Evaluation, images: torch.Tensor, pixels: torch.Tensor,
+    labels: torch.Tensor, probabilities: torch.Tensor,
+) -> dict[str, Figure]:  # fmt: skip
+    """Every figure the MLflow run shows, by file name (images: scaled inputs; pixels: raw)."""
+    figures = {
+        "confusion_matrix.png": confusion_figure(result.confusion),
+        "misclassified.png": misclassified_figure(pixels, labels, probabilities),
+        "filters_conv1.png": filters_figure(model.net.conv1),
+        f"activation_{cfg.model.activation}.png": activation_figure(
+            cfg.model.activation, cfg.model.negative_slope
+        ),
+    }
+    for layer, figure in feature_map_figures(model.net, images[0]).items():
+        figures[f"feature_maps_{layer}.png"] = figure
+    history = resolve(cfg.paths.history)
+    if history.is_file():
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(history.open())]
+        figures["training_curves.png"] = curves_figure(rows)
+    return figures
 
 
 def write_reports(cfg: DictConfig, result: Evaluation, preds: torch.Tensor, labels: torch.Tensor) -> None:
@@ -63,7 +89,7 @@ def write_reports(cfg: DictConfig, result: Evaluation, preds: torch.Tensor, labe
     atomic.write_with(resolve(paths.confusion_png), lambda tmp: figure.savefig(tmp, format="png"))
 
 
-def log_to_training_run(cfg: DictConfig, result: Evaluation) -> None:
+def log_to_training_run(cfg: DictConfig, result: Evaluation, figures: dict[str, Figure]) -> None:
     """Log into the run the train stage recorded; start a new run only if that one is gone."""
     uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
     tracking.check_reachable(uri)
@@ -82,3 +108,6 @@ def log_to_training_run(cfg: DictConfig, result: Evaluation) -> None:
         mlflow.log_metrics(result.scalars)
         for path in (cfg.paths.metrics, cfg.paths.per_class, cfg.paths.confusion_png):
             mlflow.log_artifact(str(resolve(path)), artifact_path="evaluation")
+        for name, figure in figures.items():
+            mlflow.log_figure(figure, f"figures/{name}")
+            plt.close(figure)

@@ -72,3 +72,29 @@ class RunMetadata(L.Callback):
         client.log_text(run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
         client.log_text(run_id, pl_module.summary(), "model_summary.txt")
         client.set_tag(run_id, "data.md5", file_md5(self.dataset))
+        client.set_tag(
+            run_id, "device.type", type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+        )
+        client.set_tag(run_id, "device.count", str(trainer.world_size))
+
+
+class SystemMetrics(L.Callback):
+    """MLflow's CPU/memory/GPU sampling into the run while it trains (mlflow.system_metrics)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s, self.monitor = interval_s, None
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logger = trainer.logger
+        self.monitor = SystemMetricsMonitor(
+            logger.run_id, sampling_interval=self.interval_s, tracking_uri=logger._tracking_uri
+        )
+        self.monitor.start()
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()

@@ -19,14 +19,16 @@ from digitpipe.config import validate
 from digitpipe.data.datamodule import DigitsDataModule
 from digitpipe.data.preprocess import ensure_dataset
 from digitpipe.models.classifier import DigitClassifier
+from digitpipe.models.predictor import predictor_from_checkpoint
 from digitpipe.paths import resolve
-from digitpipe.training.callbacks import EpochHistoryLogger, RunMetadata
+from digitpipe.training.callbacks import EpochHistoryLogger, RunMetadata, SystemMetrics
 from digitpipe.training.distributed import (
     per_device_batch_size,
     prepare_launch,
     release_launch,
     scaled_lr,
 )
+from digitpipe.training.sweep import parent_tags
 
 MONITOR = "val/acc"
 
@@ -78,7 +80,7 @@ def build_logger(cfg: DictConfig) -> MLFlowLogger | None:
         experiment_name=cfg.mlflow.experiment_name,
         run_name=tracking.run_name(cfg),
         tracking_uri=uri,
-        tags=tracking.run_tags(),
+        tags={**tracking.run_tags(), **parent_tags()},
         artifact_location=tracking.artifact_location(uri),
     )
 
@@ -92,6 +94,8 @@ def build_trainer(
     # Lightning's save_last only re-saves when a new best was saved; this one saves every epoch
     last = ModelCheckpoint(dirpath=model_dir, filename="last", enable_version_counter=False)
     callbacks = [best, last, RunMetadata(cfg, resolve(cfg.paths.dataset)), *build_callbacks(cfg)]
+    if cfg.mlflow.system_metrics_interval_s:
+        callbacks.append(SystemMetrics(cfg.mlflow.system_metrics_interval_s))
     loggers = [x for x in (logger, EpochHistoryLogger(resolve(cfg.paths.history))) if x is not None]
     trainer_kwargs = instantiate(cfg.trainer, _convert_="all")  # a strategy node becomes an object
     trainer = L.Trainer(**trainer_kwargs, logger=loggers, callbacks=callbacks, enable_model_summary=False)
@@ -118,12 +122,28 @@ def train(cfg: DictConfig) -> TrainResult:
         metrics |= epoch_metrics(trainer)
     result = TrainResult(logger.run_id if logger else None, best.best_model_path, metrics)
     if trainer.is_global_zero:
-        write_outputs(cfg, result, logger)
-        if cfg.mlflow.log_checkpoint:
-            for path in checkpoints:
-                logger.experiment.log_artifact(logger.run_id, path, "checkpoints")
+        finish_run(cfg, logger, result, checkpoints, datamodule)
     release_launch(launcher)
     return result
+
+
+def finish_run(
+    cfg: DictConfig,
+    logger: MLFlowLogger,
+    result: TrainResult,
+    checkpoints: tuple[str, str],
+    data: DigitsDataModule,
+) -> None:
+    """Rank 0, after fit: DVC outputs, checkpoints and the deployable model into the MLflow run."""
+    write_outputs(cfg, result, logger)
+    if cfg.mlflow.log_checkpoint:
+        for path in checkpoints:
+            logger.experiment.log_artifact(logger.run_id, path, "checkpoints")
+    if cfg.mlflow.log_model:
+        model = predictor_from_checkpoint(result.best_checkpoint, data.mean, data.std)
+        example = data.splits["val"].images[:4].float().numpy()
+        uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
+        tracking.log_model(uri, logger.run_id, model, example, cfg.mlflow.registered_model_name)
 
 
 def epoch_metrics(trainer: L.Trainer) -> dict[str, float]:

@@ -1,0 +1,57 @@
+"""Images from disk to MNIST-style digits, and the model's answer for them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from digitpipe.errors import DataError
+
+SIZE, BOX = 28, 20  # MNIST: the digit fits a 20x20 box, centred by mass in 28x28
+
+
+def load_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: no such file") from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"{path} is not a readable image (PNG or JPEG expected)") from err
+
+
+def to_mnist(image: Image.Image) -> torch.Tensor:
+    """Any image -> (28, 28) float pixels 0..255, white digit on black, as MNIST digits are made."""
+    gray = np.asarray(ImageOps.exif_transpose(image).convert("L"), dtype=np.float32)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if border.mean() > 127:  # dark digit on a light background: invert
+        gray = 255 - gray
+    ink = np.argwhere(gray > 0.2 * gray.max()) if gray.max() > 0 else np.empty((0, 2))
+    if len(ink):
+        (top, left), (bottom, right) = ink.min(0), ink.max(0) + 1
+        gray = gray[top:bottom, left:right]
+    h, w = gray.shape
+    scale = BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    digit = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    digit = digit.clip(0, 255)
+    canvas = np.zeros((SIZE, SIZE), dtype=np.float32)
+    mass = digit.sum()
+    rows, cols = np.indices(digit.shape)
+    cy, cx = ((rows * digit).sum() / mass, (cols * digit).sum() / mass) if mass else np.array(digit.shape) / 2
+    top = int(np.clip(round(SIZE / 2 - cy), 0, SIZE - digit.shape[0]))
+    left = int(np.clip(round(SIZE / 2 - cx), 0, SIZE - digit.shape[1]))
+    canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return torch.from_numpy(canvas)
+
+
+def predict(model: torch.nn.Module, pixels: torch.Tensor) -> list[tuple[int, float]]:
+    """(digit, probability) per image, from a model mapping pixels to probabilities."""
+    with torch.no_grad():
+        probabilities = model(pixels)
+    best = probabilities.max(dim=1)
+    return list(zip(best.indices.tolist(), best.values.tolist(), strict=True))

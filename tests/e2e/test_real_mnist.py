@@ -31,3 +31,26 @@ def test_one_epoch_of_dvc_repro_on_real_mnist_reaches_097(tmp_path):
     print(f"real MNIST, 1 epoch: {metrics}")
     assert metrics["test/acc"] >= 0.97
     assert metrics["test/errors"] == round((1 - metrics["test/acc"]) * 10_000)
+    check_predict_cli(project, tmp_path)
+
+
+def check_predict_cli(project: Path, tmp_path: Path) -> None:
+    """Real test digits saved as photos would be: dark ink on white, 3x larger, RGB JPEG/PNG."""
+    import torch
+    from PIL import Image
+
+    data = torch.load(project / "data/processed/mnist.pt", weights_only=True)
+    paths = []
+    for i in range(10):
+        image = Image.fromarray(255 - data["test_images"][i].numpy()).resize((84, 84)).convert("RGB")
+        paths.append(tmp_path / f"digit{i}.{'jpg' if i % 2 else 'png'}")
+        image.save(paths[-1])
+    (tmp_path / "notes.txt").write_text("hello")
+    result = run_cli(["python", "src/predict.py", *map(str, paths)], cwd=project)
+    assert result.returncode == 0, result.stderr[-2000:]
+    predicted = [int(line.split(": ")[1].split()[0]) for line in result.stdout.splitlines()]
+    assert sum(p == int(t) for p, t in zip(predicted, data["test_labels"][:10], strict=True)) >= 9
+    bad = run_cli(["python", "src/predict.py", str(tmp_path / "notes.txt")], cwd=project)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        f"error: {tmp_path / 'notes.txt'} is not a readable image (PNG or JPEG expected)"
+    )

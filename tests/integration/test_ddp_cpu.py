@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -20,6 +19,7 @@ from digitpipe.evaluation.metrics import evaluate_logits, predict_logits
 
 from ..conftest import ROOT, copy_project, run_cli
 from ..support import write_indexed_dataset
+from .test_mlflow_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -152,12 +152,6 @@ def torchrun(project: Path, experiment: str, node_rank: int, nnodes: int, nproc:
     return subprocess.Popen(
         command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_under_torchrun_lightning_uses_the_launched_processes(project):

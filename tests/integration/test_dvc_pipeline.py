@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from ..conftest import copy_project, files_config, run_cli, tiny_overrides
+from .test_mlflow_server import free_port, start, stop
 
 pytestmark = pytest.mark.slow
 
@@ -190,3 +193,52 @@ def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw):
     names = sorted(r.data.tags["mlflow.runName"] for r in children)
     assert names == ["relu-adam-lr0.001", "relu-rmsprop-lr0.001", "tanh-adam-lr0.001", "tanh-rmsprop-lr0.001"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+# The MLflow UI in headless Chromium, on this module's project (the UI needs runs to show)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# as root, offline: no sandbox, and none of Chromium's background calls home
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    project, _ = repro
+    _, runs = mlflow_runs(project)
+    run = next(r for r in runs if r.data.params["model.activation"] == "relu")
+    port = free_port()
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    # started in the project root with no store argument: it must find the runs by MLflow's default
+    ui = start(
+        [mlflow, "ui", "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health", project
+    )
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(
+                f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            )
+            page.get_by_text("relu-rmsprop-lr0.001").first.wait_for(timeout=60_000)
+            page.get_by_text("test/acc").first.wait_for(timeout=30_000)
+            body = page.inner_text("body")
+            assert f"test/loss\n{run.data.metrics['test/loss']}" in body  # the value evaluate logged
+            page.screenshot(path=str(tmp_path / "run.png"))
+            page.get_by_role("tab", name="Artifacts").click()
+            page.get_by_text("figures", exact=True).first.click()
+            page.get_by_text("training_curves.png").first.click()
+            page.get_by_text("figures/training_curves.png").first.wait_for(timeout=30_000)
+            page.wait_for_function(
+                "() => [...document.images].some(i => i.src.startsWith('blob:') && i.naturalWidth > 600)",
+                timeout=30_000,
+            )
+            page.screenshot(path=str(tmp_path / "figure.png"))
+            browser.close()
+    finally:
+        stop(ui)
+    assert (tmp_path / "run.png").stat().st_size > 10_000 and (
+        tmp_path / "figure.png"
+    ).stat().st_size > 10_000

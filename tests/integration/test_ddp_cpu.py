@@ -127,7 +127,10 @@ def test_the_same_seed_gives_the_same_ddp_result_twice(ddp_run, project):
 def test_a_hydra_sweep_under_ddp_runs_each_job_once(project):
     train_ddp(project, "ddp-sweep", "model.activation=relu,tanh", "trainer.max_epochs=1", multirun=True)
     runs = runs_of(project, "ddp-sweep")
-    assert sorted(r.data.params["model.activation"] for r in runs) == ["relu", "tanh"]
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 3  # the sweep's parent and one run per job, none per rank
+    assert sorted(r.data.params["model.activation"] for r in children) == ["relu", "tanh"]
     assert all(r.info.status == "FINISHED" for r in runs)
 
 

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,10 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
     base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
     return subprocess.run(args, cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (just now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from digitpipe.errors import ConfigError
-from digitpipe.models.convnet import INITS, check_activation
+from digitpipe.models.convnet import check_activation, check_init
 
 POSITIVE = {
     "optimizer.lr": "the learning rate",
@@ -26,10 +26,7 @@ def _get(cfg: DictConfig, dotted: str):
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the bad value and the fix for the first invalid setting."""
     check_activation(cfg.model.activation)
-    if cfg.model.init not in INITS:
-        raise ConfigError(
-            f"model.init={cfg.model.init!r} is not a known scheme; choose one of: {', '.join(INITS)}"
-        )
+    check_init(cfg.model.init)
     for key, meaning in POSITIVE.items():
         value = _get(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

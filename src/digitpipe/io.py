@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import hashlib
+import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +54,21 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
     """Atomically write `path` with a function that writes to a given path (torch.save, savefig)."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str]) -> str:
+    """Rows as CSV text with a header, '\n' line endings."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from digitpipe.errors import ConfigError
+from digitpipe.io import file_digest
 from digitpipe.paths import project_root, workspace_root
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
@@ -74,11 +74,7 @@ def flatten_config(cfg: DictConfig) -> dict[str, Any]:
 
 def file_md5(path: Path) -> str:
     """The hash DVC records for a file output (md5 of its bytes)."""
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def git_state() -> dict[str, str]:

@@ -17,9 +17,8 @@ from digitpipe.data.datamodule import scale_images
 from digitpipe.evaluation.evaluate import load_classifier
 from digitpipe.evaluation.metrics import evaluate_logits, predict_logits
 
-from ..conftest import ROOT, copy_project, run_cli
+from ..conftest import ROOT, copy_project, free_port, run_cli
 from ..support import write_indexed_dataset
-from .test_mlflow_server import free_port
 
 pytestmark = pytest.mark.slow
 

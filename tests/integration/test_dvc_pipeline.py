@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ..conftest import copy_project, files_config, run_cli, tiny_overrides
-from .test_mlflow_server import free_port, start, stop
+from ..conftest import copy_project, files_config, free_port, run_cli, tiny_overrides
+from .test_mlflow_server import start, stop
 
 pytestmark = pytest.mark.slow
 

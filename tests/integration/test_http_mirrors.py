@@ -12,7 +12,7 @@ import pytest
 from digitpipe.data.download import DatasetFile, download_dataset
 from digitpipe.errors import DownloadError
 
-from ..conftest import FILE_NAMES, files_config
+from ..conftest import FILE_NAMES, files_config, free_port
 
 
 class MirrorHandler(SimpleHTTPRequestHandler):
@@ -67,11 +67,7 @@ def stalled_mirror():
 
 @pytest.fixture
 def dead_mirror():
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens here now
-    return f"http://127.0.0.1:{port}/"
+    return f"http://127.0.0.1:{free_port()}/"  # nothing listens there
 
 
 def specs(raw):

@@ -14,17 +14,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ..conftest import copy_project, run_cli, tiny_overrides, write_mirror
+from ..conftest import copy_project, free_port, run_cli, tiny_overrides, write_mirror
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(command: list[str], url: str, cwd: Path, env: dict | None = None, timeout: float = 90):

@@ -58,13 +58,7 @@ def sha256_of(data: bytes) -> str:
 
 def is_verified(path: Path, expected: DatasetFile) -> bool:
     """True if `path` exists and its content has the expected checksum."""
-    if not path.is_file():
-        return False
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == expected.sha256
+    return path.is_file() and atomic.file_digest(path, "sha256") == expected.sha256
 
 
 def fetch(url: str, timeout_s: float, label: str) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import warnings
 from pathlib import Path
@@ -32,14 +31,6 @@ def load_classifier(path: Path) -> DigitClassifier:
     if not path.is_file():
         raise DataError(f"{path} is missing; train first (dvc repro train, or python src/train.py)")
     return DigitClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-
-
-def csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def run_evaluate(cfg: DictConfig) -> Evaluation:
@@ -82,9 +73,9 @@ def build_figures(
 def write_reports(cfg: DictConfig, result: Evaluation, preds: torch.Tensor, labels: torch.Tensor) -> None:
     paths = cfg.paths
     atomic.write_json(resolve(paths.metrics), {k: round(v, 6) for k, v in result.scalars.items()})
-    atomic.write_text(resolve(paths.per_class), csv_text(result.per_class))
+    atomic.write_text(resolve(paths.per_class), atomic.csv_text(result.per_class, list(result.per_class[0])))
     pairs = [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, preds, strict=True)]
-    atomic.write_text(resolve(paths.predictions), csv_text(pairs))
+    atomic.write_text(resolve(paths.predictions), atomic.csv_text(pairs, ("actual", "predicted")))
     figure = confusion_figure(result.confusion)
     atomic.write_with(resolve(paths.confusion_png), lambda tmp: figure.savefig(tmp, format="png"))
 

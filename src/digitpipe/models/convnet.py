@@ -38,10 +38,14 @@ def make_activation(name: str, negative_slope: float) -> nn.Module:
 INITS = ("glorot", "torch")
 
 
-def init_weights(net: nn.Module, scheme: str) -> nn.Module:
-    """glorot: Keras' defaults (Glorot-uniform kernels, zero biases), as the seed; torch: PyTorch's."""
+def check_init(scheme: str) -> None:
     if scheme not in INITS:
         raise ConfigError(f"model.init={scheme!r} is not a known scheme; choose one of: {', '.join(INITS)}")
+
+
+def init_weights(net: nn.Module, scheme: str) -> nn.Module:
+    """glorot: Keras' defaults (Glorot-uniform kernels, zero biases), as the seed; torch: PyTorch's."""
+    check_init(scheme)
     if scheme == "glorot":
         for layer in net.modules():
             if isinstance(layer, (nn.Conv2d, nn.Linear)):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +46,8 @@ class EpochHistoryLogger(Logger):
         epoch = int(metrics["epoch"]) + 1
         row = self.rows.setdefault(epoch, {"epoch": epoch})
         row |= {k: round(float(v), 6) for k, v in metrics.items() if k in HISTORY_COLUMNS[1:]}
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows[e] for e in sorted(self.rows))
-        atomic.write_text(self.path, buffer.getvalue())
+        rows = (self.rows[epoch] for epoch in sorted(self.rows))
+        atomic.write_text(self.path, atomic.csv_text(rows, HISTORY_COLUMNS))
 
 
 class RunMetadata(L.Callback):

@@ -23,11 +23,21 @@ def _get(cfg: DictConfig, dotted: str):
     return node
 
 
+def _is_positive_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the bad value and the fix for the first invalid setting."""
     check_activation(cfg.model.activation)
     check_init(cfg.model.init)
     for key, meaning in POSITIVE.items():
         value = _get(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if not _is_positive_number(value):
             raise ConfigError(f"{key}={value!r} is invalid: {meaning} must be a positive number")
+    interval = cfg.mlflow.system_metrics_interval_s
+    if interval is not None and not _is_positive_number(interval):
+        raise ConfigError(
+            f"mlflow.system_metrics_interval_s={interval!r} is invalid: give seconds between samples "
+            "(e.g. 5), or null to log no system metrics"
+        )

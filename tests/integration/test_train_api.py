@@ -52,3 +52,23 @@ def test_train_prepares_missing_data_then_writes_every_output(tiny_cfg, tmp_path
     assert run_info["run_id"] == result.run_id
     checkpoint = torch.load(tmp_path / "models" / "best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["activation"] == "leaky_relu"
+
+
+def test_system_metrics_are_sampled_into_the_run_only_when_asked(tiny_cfg, tmp_path):
+    import threading
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sampled = train(tiny_cfg("mlflow.system_metrics_interval_s=0.05", "trainer.max_epochs=3"))
+    keys = client.get_run(sampled.run_id).data.metrics
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        history = client.get_metric_history(sampled.run_id, key)
+        assert len(history) >= 2, key  # several samples over the fit, logged at steps 0, 1, ...
+        assert [m.step for m in history] == list(range(len(history)))
+    assert 0 <= keys["system/cpu_utilization_percentage"] <= 100 * 64
+    assert keys["system/system_memory_usage_megabytes"] > 0
+    assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]  # stopped at fit end
+
+    plain = train(tiny_cfg())
+    assert not [k for k in client.get_run(plain.run_id).data.metrics if k.startswith("system/")]

@@ -53,6 +53,8 @@ def test_no_scheduler_by_default():
         ("data.batch_size=0", "data.batch_size=0 is invalid: the training batch size"),
         ("trainer.max_epochs=-1", "trainer.max_epochs=-1 is invalid: the number of epochs"),
         ("model.activation=swish", "model.activation='swish' is not a known activation"),
+        ("mlflow.system_metrics_interval_s=0", "mlflow.system_metrics_interval_s=0 is invalid: give seconds"),
+        ("mlflow.system_metrics_interval_s=often", "mlflow.system_metrics_interval_s='often' is invalid"),
     ],
 )
 def test_invalid_settings_are_rejected_with_the_key_and_value(override, message):

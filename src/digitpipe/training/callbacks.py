@@ -74,22 +74,31 @@ class RunMetadata(L.Callback):
 
 
 class SystemMetrics(L.Callback):
-    """MLflow's CPU/memory/GPU sampling into the run while it trains (mlflow.system_metrics)."""
+    """MLflow's CPU/memory/disk/network (and NVIDIA GPU) sampling into the run while it trains.
 
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s, self.monitor = interval_s, None
+    Samples come from `mlflow.system_metrics` and appear as `system/...` metrics beside the
+    training curves. Only global rank 0 samples, so multi-node runs show the first node's figures.
+    """
+
+    def __init__(self, interval_s: float, tracking_uri: str) -> None:
+        self.interval_s, self.tracking_uri, self.monitor = interval_s, tracking_uri, None
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        logger = trainer.logger
         self.monitor = SystemMetricsMonitor(
-            logger.run_id, sampling_interval=self.interval_s, tracking_uri=logger._tracking_uri
+            trainer.logger.run_id, sampling_interval=self.interval_s, tracking_uri=self.tracking_uri
         )
         self.monitor.start()
 
-    @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, err: BaseException) -> None:
+        self._stop()  # no sampling thread outlives a failed or interrupted fit
+
+    def _stop(self) -> None:
         if self.monitor is not None:
-            self.monitor.finish()
+            self.monitor.finish()  # joins the thread and flushes the last samples
+            self.monitor = None

@@ -95,7 +95,8 @@ def build_trainer(
     last = ModelCheckpoint(dirpath=model_dir, filename="last", enable_version_counter=False)
     callbacks = [best, last, RunMetadata(cfg, resolve(cfg.paths.dataset)), *build_callbacks(cfg)]
     if cfg.mlflow.system_metrics_interval_s:
-        callbacks.append(SystemMetrics(cfg.mlflow.system_metrics_interval_s))
+        uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
+        callbacks.append(SystemMetrics(cfg.mlflow.system_metrics_interval_s, uri))
     loggers = [x for x in (logger, EpochHistoryLogger(resolve(cfg.paths.history))) if x is not None]
     trainer_kwargs = instantiate(cfg.trainer, _convert_="all")  # a strategy node becomes an object
     trainer = L.Trainer(**trainer_kwargs, logger=loggers, callbacks=callbacks, enable_model_summary=False)

@@ -33,7 +33,7 @@ def plain_epoch(cfg, datamodule) -> float:
     started = time.perf_counter()
     model.train()
     for index in torch.randperm(len(train)).split(cfg.data.batch_size):
-        images, labels = scale_images(train.images[index], None, None), train.labels[index]
+        images, labels = scale_images(train.images[index]), train.labels[index]
         loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

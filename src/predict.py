@@ -1,7 +1,6 @@
 """Predict digits: `python src/predict.py IMAGE...` prints the digit and its probability per image."""
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -26,8 +25,7 @@ def main() -> None:
     checkpoint = args.checkpoint or resolve(cfg.paths.model_dir) / "best.ckpt"
     if not checkpoint.is_file():
         raise DataError(f"{checkpoint} is missing; train first (dvc repro, or python src/train.py)")
-    stats = json.loads(resolve(cfg.paths.stats).read_text()) if cfg.data.normalize else {}
-    model = predictor_from_checkpoint(str(checkpoint), stats.get("pixel_mean"), stats.get("pixel_std"))
+    model = predictor_from_checkpoint(str(checkpoint))
     pixels = torch.stack([to_mnist(load_image(path)) for path in args.images])
     for path, (digit, probability) in zip(args.images, predict(model, pixels), strict=True):
         print(f"{path}: {digit} (p={probability:.3f})")

@@ -91,7 +91,7 @@ def test_two_process_test_accuracy_equals_a_single_process_evaluation(ddp_run, p
     (run,) = runs_of(project, "ddp")
     model = load_classifier(project / "models" / "best.ckpt")
     data = torch.load(project / "data" / "processed" / "mnist.pt", weights_only=True)
-    logits = predict_logits(model, scale_images(data["test_images"], None, None), 50)
+    logits = predict_logits(model, scale_images(data["test_images"]), 50)
     single = evaluate_logits(logits, data["test_labels"].long(), 10).scalars
     assert single["test/acc"] < 1.0  # noisy labels: a wrong count would show
     assert run.data.metrics["test/acc"] == pytest.approx(single["test/acc"], abs=1e-6)

@@ -72,3 +72,26 @@ def test_system_metrics_are_sampled_into_the_run_only_when_asked(tiny_cfg, tmp_p
 
     plain = train(tiny_cfg())
     assert not [k for k in client.get_run(plain.run_id).data.metrics if k.startswith("system/")]
+
+
+def test_standardisation_statistics_travel_in_the_checkpoint(tiny_cfg, tmp_path):
+    from digitpipe.data.datamodule import scale_images
+    from digitpipe.evaluation.evaluate import load_classifier
+    from digitpipe.models.predictor import predictor_from_checkpoint
+
+    train(tiny_cfg("data.normalize=true"))
+    checkpoint = tmp_path / "models" / "best.ckpt"
+    saved = torch.load(checkpoint, weights_only=True)
+    data = torch.load(tmp_path / "data" / "processed" / "mnist.pt")
+    train_images = scale_images(data["train_images"])
+    assert saved["hyper_parameters"]["standardize"] is True
+    assert saved["state_dict"]["standardize.mean"].item() == pytest.approx(train_images.mean().item())
+    assert saved["state_dict"]["standardize.std"].item() == pytest.approx(train_images.std().item())
+
+    # the deployable model applies the same statistics to raw pixels as the classifier did in training
+    classifier = load_classifier(checkpoint).eval()
+    pixels = data["test_images"][:8]
+    with torch.no_grad():
+        expected = classifier(scale_images(pixels)).softmax(dim=1)
+        assert torch.allclose(predictor_from_checkpoint(str(checkpoint))(pixels.float()), expected, atol=1e-6)
+        assert not torch.allclose(classifier.net(scale_images(pixels)).softmax(dim=1), expected, atol=1e-3)

@@ -36,10 +36,9 @@ def keep_batch(batch: Any) -> Any:
     return batch
 
 
-def scale_images(images: torch.Tensor, mean: float | None, std: float | None) -> torch.Tensor:
-    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1] as the seed does, optionally standardised."""
-    x = images.unsqueeze(1).float().div_(255)
-    return x if mean is None else x.sub_(mean).div_(std)
+def scale_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], as the seed does."""
+    return images.unsqueeze(1).float().div_(255)
 
 
 class DigitsDataModule(L.LightningDataModule):
@@ -48,15 +47,12 @@ class DigitsDataModule(L.LightningDataModule):
         dataset_path: Path,
         batch_size: int,
         eval_batch_size: int,
-        normalize: bool,
         prepare: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
         self.dataset_path, self.prepare = dataset_path, prepare
-        self.batch_size, self.eval_batch_size, self.normalize = batch_size, eval_batch_size, normalize
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.splits: dict[str, InMemoryDigits] = {}
-        self.mean: float | None = None
-        self.std: float | None = None
 
     def prepare_data(self) -> None:
         if self.prepare is not None:
@@ -69,9 +65,11 @@ class DigitsDataModule(L.LightningDataModule):
         for split in ("train", "val", "test"):
             labels = tensors[f"{split}_labels"].long()
             self.splits[split] = InMemoryDigits(tensors[f"{split}_images"], labels)
-        if self.normalize:
-            train = self.splits["train"].images.float().div(255)
-            self.mean, self.std = train.mean().item(), train.std().item()
+
+    def pixel_stats(self) -> tuple[float, float]:
+        """Mean and std of the training images scaled to [0, 1] (for models that standardise)."""
+        train = scale_images(self.splits["train"].images)
+        return train.mean().item(), train.std().item()
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.splits[split]
@@ -96,4 +94,4 @@ class DigitsDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
-        return scale_images(images, self.mean, self.std), labels
+        return scale_images(images), labels

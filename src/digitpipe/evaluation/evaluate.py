@@ -36,10 +36,10 @@ def load_classifier(path: Path) -> DigitClassifier:
 def run_evaluate(cfg: DictConfig) -> Evaluation:
     model = load_classifier(resolve(cfg.paths.model_dir) / BEST_CHECKPOINT)
     d = cfg.data
-    datamodule = DigitsDataModule(resolve(cfg.paths.dataset), d.batch_size, d.eval_batch_size, d.normalize)
+    datamodule = DigitsDataModule(resolve(cfg.paths.dataset), d.batch_size, d.eval_batch_size)
     datamodule.setup("test")
     test = datamodule.splits["test"]
-    images = scale_images(test.images, datamodule.mean, datamodule.std)
+    images = scale_images(test.images)
     logits = predict_logits(model, images, d.eval_batch_size)
     result = evaluate_logits(logits, test.labels, d.num_classes)
     write_reports(cfg, result, logits.argmax(dim=1), test.labels)
@@ -52,7 +52,7 @@ def build_figures(
     cfg: DictConfig, model: DigitClassifier, result: Evaluation, images: torch.Tensor, pixels: torch.Tensor,
     labels: torch.Tensor, probabilities: torch.Tensor,
 ) -> dict[str, Figure]:  # fmt: skip
-    """Every figure the MLflow run shows, by file name (images: scaled inputs; pixels: raw)."""
+    """Every figure the MLflow run shows, by file name (images: scaled to [0, 1]; pixels: raw)."""
     figures = {
         "confusion_matrix.png": confusion_figure(result.confusion),
         "misclassified.png": misclassified_figure(pixels, labels, probabilities),
@@ -61,7 +61,7 @@ def build_figures(
             cfg.model.activation, cfg.model.negative_slope
         ),
     }
-    for layer, figure in feature_map_figures(model.net, images[0]).items():
+    for layer, figure in feature_map_figures(model.net, model.standardize(images[0])).items():
         figures[f"feature_maps_{layer}.png"] = figure
     history = resolve(cfg.paths.history)
     if history.is_file():

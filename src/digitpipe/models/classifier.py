@@ -8,19 +8,27 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from digitpipe.models.convnet import build_convnet
+from digitpipe.models.standardize import Standardize
 from digitpipe.models.summary import model_summary
 
 SPLITS = ("train", "val", "test")
 
 
 class DigitClassifier(L.LightningModule):
-    """Only primitive hyperparameters are saved, so checkpoints load with weights_only=True."""
+    """Images scaled to [0, 1] in, logits out.
+
+    With `standardize`, inputs are standardised by the training set's pixel mean/std, which the
+    datamodule supplies at fit start and the checkpoint keeps (so evaluation, prediction and the
+    logged MLflow model all use the statistics the model was trained with). Only primitive
+    hyperparameters are saved, so checkpoints load with weights_only=True.
+    """
 
     def __init__(
         self,
@@ -29,20 +37,27 @@ class DigitClassifier(L.LightningModule):
         num_classes: int,
         image_size: int,
         init: str,
+        standardize: bool = False,
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., LRScheduler] | None = None,
     ) -> None:
         super().__init__()
         # logger=False: the run gets the whole flattened config instead (RunMetadata)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.standardize = Standardize() if standardize else nn.Identity()
         self.net = build_convnet(activation, negative_slope, num_classes, init)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         for split in SPLITS:  # torchmetrics reduce across DDP ranks; attributes, as "train" is taken
             setattr(self, f"{split}_loss", MeanMetric())
             setattr(self, f"{split}_acc", MulticlassAccuracy(num_classes, average="micro"))
 
+    def setup(self, stage: str) -> None:
+        # after the datamodule's setup; a checkpoint restored later overwrites these with its own
+        if stage == "fit" and isinstance(self.standardize, Standardize):
+            self.standardize.set_statistics(*self.trainer.datamodule.pixel_stats())
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        return self.net(self.standardize(images))
 
     def summary(self) -> str:
         return model_summary(self.net, (1, self.hparams.image_size, self.hparams.image_size))

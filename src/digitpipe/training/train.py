@@ -49,6 +49,7 @@ def build_model(cfg: DictConfig, world_size: int = 1) -> DigitClassifier:
         num_classes=cfg.data.num_classes,
         image_size=cfg.data.image_size,
         init=cfg.model.init,
+        standardize=cfg.data.normalize,
         optimizer=instantiate(cfg.optimizer, lr=lr),
         scheduler=scheduler,
     )
@@ -60,7 +61,6 @@ def build_datamodule(cfg: DictConfig, world_size: int = 1) -> DigitsDataModule:
         resolve(cfg.paths.dataset),
         per_device_batch_size(d.batch_size, world_size, cfg.distributed.batch_scope),
         d.eval_batch_size,
-        d.normalize,
         prepare=partial(ensure_dataset, cfg),
     )
 
@@ -141,7 +141,7 @@ def finish_run(
         for path in checkpoints:
             logger.experiment.log_artifact(logger.run_id, path, "checkpoints")
     if cfg.mlflow.log_model:
-        model = predictor_from_checkpoint(result.best_checkpoint, data.mean, data.std)
+        model = predictor_from_checkpoint(result.best_checkpoint)
         example = data.splits["val"].images[:4].float().numpy()
         uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
         tracking.log_model(uri, logger.run_id, model, example, cfg.mlflow.registered_model_name)

@@ -12,7 +12,7 @@ from ..conftest import ROOT, copy_project, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-MIRROR = Path(os.environ.get("MNIST_MIRROR") or ROOT.parent / "shared" / "datasets" / "mnist")
+MIRROR = Path(os.environ.get("MNIST_MIRROR") or ROOT.parent / "shared" / "datasets" / "mnist").resolve()
 
 
 @pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no local MNIST mirror at {MIRROR}; set MNIST_MIRROR")

@@ -30,6 +30,16 @@ def test_a_plain_directory_becomes_a_file_url(tmp_path):
     assert file_url("https://host/mnist", "f.gz") == "https://host/mnist/f.gz"
 
 
+def test_a_relative_directory_is_relative_to_the_project_also_from_a_dvc_temp_copy(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    temp_copy = project / ".dvc" / "tmp" / "exps" / "tmpabc"
+    for workspace in (project, temp_copy):
+        workspace.mkdir(parents=True, exist_ok=True)
+        (workspace / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(temp_copy)
+    assert file_url("../shared/mnist", "f.gz") == (tmp_path / "shared" / "mnist" / "f.gz").as_uri()
+
+
 def test_a_recompressed_archive_with_the_right_content_is_accepted():
     spec = DatasetFile("f", "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae")
     assert decompress_and_verify(gzip.compress(b"foo", compresslevel=1), spec) == b"foo"

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from digitpipe import io as atomic
 from digitpipe.errors import DownloadError
-from digitpipe.paths import resolve
+from digitpipe.paths import project_root, resolve
 
 MIRROR_ENV = "MNIST_MIRROR"
 CHUNK = 1 << 16
@@ -45,11 +45,15 @@ def mirror_order(configured: Iterable[str], override: str | None, env: Mapping[s
 
 
 def file_url(mirror: str, filename: str) -> str:
-    """The location of `filename` on `mirror`: an http(s)/file URL or a plain directory."""
+    """The location of `filename` on `mirror`: an http(s)/file URL or a plain directory.
+
+    A relative directory is relative to the project root, also when DVC runs the stage in a temp
+    copy under .dvc/tmp (`MNIST_MIRROR=../shared/datasets/mnist dvc exp run --temp`).
+    """
     scheme = urlparse(mirror).scheme
     if scheme in ("http", "https", "file"):
         return mirror.rstrip("/") + "/" + filename
-    return Path(mirror).expanduser().resolve().joinpath(filename).as_uri()
+    return resolve(Path(mirror).expanduser(), project_root()).resolve().joinpath(filename).as_uri()
 
 
 def sha256_of(data: bytes) -> str:

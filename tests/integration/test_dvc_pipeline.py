@@ -17,8 +17,12 @@ from .test_mlflow_server import start, stop
 pytestmark = pytest.mark.slow
 
 
-def shrink_conf(project: Path, tiny_raw: dict[str, bytes]) -> None:
+def shrink_conf(project: Path, tiny_raw: dict[str, bytes], sample_system_s: float | None = None) -> None:
     """Point conf/ at the tiny data, then let DVC compose params.yaml from it, as `dvc exp run` does."""
+    if sample_system_s is not None:
+        config = project / "conf" / "config.yaml"
+        key = "system_metrics_interval_s"
+        config.write_text(config.read_text().replace(f"{key}: null", f"{key}: {sample_system_s}"))
     data = project / "conf" / "data" / "mnist.yaml"
     text = (
         data.read_text()
@@ -52,7 +56,7 @@ def repro(tmp_path_factory, tiny_raw):
 
     base = tmp_path_factory.mktemp("dvc")
     project = copy_project(base / "project")
-    shrink_conf(project, tiny_raw)
+    shrink_conf(project, tiny_raw, sample_system_s=0.1)  # the UI test shows them (a fit takes ~1 s)
     mirror = write_mirror(base / "mirror", tiny_raw)
     env = {"MNIST_MIRROR": str(mirror)}
     result = run_cli(["dvc", "repro"], cwd=project, env=env)
@@ -193,6 +197,19 @@ def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw):
     names = sorted(r.data.tags["mlflow.runName"] for r in children)
     assert names == ["relu-adam-lr0.001", "relu-rmsprop-lr0.001", "tanh-adam-lr0.001", "tanh-rmsprop-lr0.001"]
     assert all(r.info.status == "FINISHED" for r in runs)
+    # comparable: every child has the same metric names, whatever its optimizer (README's query)
+    assert len({frozenset(r.data.metrics) for r in children}) == 1
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    found = mlflow.search_runs(
+        experiment_names=["sweep"],
+        filter_string="params.`model.activation` = 'tanh'",
+        order_by=["metrics.`val/acc` DESC"],
+    )
+    assert sorted(found["tags.mlflow.runName"]) == ["tanh-adam-lr0.001", "tanh-rmsprop-lr0.001"]
+    assert list(found["metrics.val/acc"]) == sorted(found["metrics.val/acc"], reverse=True)
+    assert list(found["metrics.train/lr"]) == pytest.approx([1e-3, 1e-3])
 
 
 # The MLflow UI in headless Chromium, on this module's project (the UI needs runs to show)
@@ -236,6 +253,10 @@ def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
                 timeout=30_000,
             )
             page.screenshot(path=str(tmp_path / "figure.png"))
+            page.get_by_role("tab", name="System metrics").click()
+            page.get_by_text("cpu_utilization_percentage").first.wait_for(timeout=30_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # a chart drawn, not a spinner
+            page.screenshot(path=str(tmp_path / "system.png"))
             browser.close()
     finally:
         stop(ui)

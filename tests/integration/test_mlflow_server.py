@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,8 +22,6 @@ pytestmark = pytest.mark.slow
 
 def start(command: list[str], url: str, cwd: Path, env: dict | None = None, timeout: float = 90):
     """Start a server and wait until `url` answers."""
-    import os
-
     process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + timeout
@@ -96,12 +95,12 @@ def test_a_run_logged_over_http_reads_back_through_the_client(server, remote_run
 def test_the_registered_model_is_served_by_mlflow_models_serve(server, remote_run):
     project, _ = remote_run
     port = free_port()
-    mlflow = str(Path(sys.executable).parent / "mlflow")
-    command = [mlflow, "models", "serve", "-m", "models:/mnist-convnet/1", "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    process = start(
-        command, f"http://127.0.0.1:{port}/ping", cwd=project, env={"MLFLOW_TRACKING_URI": server}
-    )
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/mnist-convnet/1",
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    # as in an activated environment: `mlflow models serve` execs `uvicorn` found on PATH
+    env = {"MLFLOW_TRACKING_URI": server, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    process = start(command, f"http://127.0.0.1:{port}/ping", cwd=project, env=env)
     try:
         data = torch.load(project / "data/processed/mnist.pt", weights_only=True)
         images, labels = data["test_images"][:20].float().numpy(), data["test_labels"][:20].numpy()

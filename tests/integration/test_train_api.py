@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -46,12 +47,24 @@ def test_train_prepares_missing_data_then_writes_every_output(tiny_cfg, tmp_path
     result = train(tiny_cfg("model.activation=leaky_relu", "scheduler=cosine"))
     assert (tmp_path / "data" / "processed" / "mnist.pt").is_file()  # prepared by the stages' code
     metrics = json.loads((tmp_path / "reports" / "train_metrics.json").read_text())
-    assert set(metrics) == {"train/loss", "train/acc", "val/loss", "val/acc", "best/val_acc", "fit_seconds"}
+    assert set(metrics) == {
+        "train/loss",
+        "train/acc",
+        "train/lr",
+        "val/loss",
+        "val/acc",
+        "best/val_acc",
+        "fit_seconds",
+    }
     assert metrics["val/acc"] == pytest.approx(result.metrics["val/acc"], abs=1e-6)
     run_info = json.loads((tmp_path / "reports" / "mlflow_run.json").read_text())
     assert run_info["run_id"] == result.run_id
     checkpoint = torch.load(tmp_path / "models" / "best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["activation"] == "leaky_relu"
+    history = list(csv.DictReader((tmp_path / "reports" / "history.csv").open()))
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    # the rate each epoch trained with: RMSprop's 1e-3, then cosine-annealed (over 2 epochs: to 5e-4)
+    assert [float(row["train/lr"]) for row in history] == pytest.approx([1e-3, 5e-4])
 
 
 def test_system_metrics_are_sampled_into_the_run_only_when_asked(tiny_cfg, tmp_path):

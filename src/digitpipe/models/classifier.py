@@ -87,6 +87,11 @@ class DigitClassifier(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def on_train_epoch_start(self) -> None:
+        # the rate this epoch trains with, under one name for every optimizer so runs compare in
+        # MLflow (Lightning's LearningRateMonitor names it after the class: lr-RMSprop, lr-Adam)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 

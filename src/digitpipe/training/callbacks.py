@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitpipe import io as atomic
 from digitpipe.tracking import file_md5, flatten_config
 
-HISTORY_COLUMNS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc")
+HISTORY_COLUMNS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "train/lr")
 
 
 class EpochHistoryLogger(Logger):

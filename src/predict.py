@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from digitpipe.errors import DataError, exit_on_user_error
+from digitpipe.errors import exit_on_user_error
 from digitpipe.models.predictor import predictor_from_checkpoint
 from digitpipe.paths import resolve
 from digitpipe.prediction import load_image, predict, to_mnist
@@ -22,10 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config")
-    checkpoint = args.checkpoint or resolve(cfg.paths.model_dir) / "best.ckpt"
-    if not checkpoint.is_file():
-        raise DataError(f"{checkpoint} is missing; train first (dvc repro, or python src/train.py)")
-    model = predictor_from_checkpoint(str(checkpoint))
+    model = predictor_from_checkpoint(args.checkpoint or resolve(cfg.paths.model_dir) / "best.ckpt")
     pixels = torch.stack([to_mnist(load_image(path)) for path in args.images])
     for path, (digit, probability) in zip(args.images, predict(model, pixels), strict=True):
         print(f"{path}: {digit} (p={probability:.3f})")

@@ -14,8 +14,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from digitpipe.data.datamodule import scale_images
-from digitpipe.evaluation.evaluate import load_classifier
 from digitpipe.evaluation.metrics import evaluate_logits, predict_logits
+from digitpipe.models.classifier import load_classifier
 
 from ..conftest import ROOT, copy_project, free_port, run_cli
 from ..support import write_indexed_dataset

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 
 import pytest
 import torch
+from mlflow import MlflowClient
 
+from digitpipe.data.datamodule import scale_images
 from digitpipe.data.download import MIRROR_ENV
+from digitpipe.models.classifier import load_classifier
+from digitpipe.models.predictor import predictor_from_checkpoint
 from digitpipe.training.train import train
 
 from ..conftest import compose_config, tiny_overrides
@@ -68,10 +73,6 @@ def test_train_prepares_missing_data_then_writes_every_output(tiny_cfg, tmp_path
 
 
 def test_system_metrics_are_sampled_into_the_run_only_when_asked(tiny_cfg, tmp_path):
-    import threading
-
-    from mlflow import MlflowClient
-
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     sampled = train(tiny_cfg("mlflow.system_metrics_interval_s=0.05", "trainer.max_epochs=3"))
     keys = client.get_run(sampled.run_id).data.metrics
@@ -88,10 +89,6 @@ def test_system_metrics_are_sampled_into_the_run_only_when_asked(tiny_cfg, tmp_p
 
 
 def test_standardisation_statistics_travel_in_the_checkpoint(tiny_cfg, tmp_path):
-    from digitpipe.data.datamodule import scale_images
-    from digitpipe.evaluation.evaluate import load_classifier
-    from digitpipe.models.predictor import predictor_from_checkpoint
-
     train(tiny_cfg("data.normalize=true"))
     checkpoint = tmp_path / "models" / "best.ckpt"
     saved = torch.load(checkpoint, weights_only=True)
@@ -106,5 +103,5 @@ def test_standardisation_statistics_travel_in_the_checkpoint(tiny_cfg, tmp_path)
     pixels = data["test_images"][:8]
     with torch.no_grad():
         expected = classifier(scale_images(pixels)).softmax(dim=1)
-        assert torch.allclose(predictor_from_checkpoint(str(checkpoint))(pixels.float()), expected, atol=1e-6)
+        assert torch.allclose(predictor_from_checkpoint(checkpoint)(pixels.float()), expected, atol=1e-6)
         assert not torch.allclose(classifier.net(scale_images(pixels)).softmax(dim=1), expected, atol=1e-3)

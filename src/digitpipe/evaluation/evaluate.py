@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -17,20 +16,13 @@ from omegaconf import DictConfig
 from digitpipe import io as atomic
 from digitpipe import tracking
 from digitpipe.data.datamodule import DigitsDataModule, scale_images
-from digitpipe.errors import DataError
 from digitpipe.evaluation.metrics import Evaluation, evaluate_logits, predict_logits
 from digitpipe.evaluation.model_figures import activation_figure, feature_map_figures, filters_figure
 from digitpipe.evaluation.plots import confusion_figure, curves_figure, misclassified_figure
-from digitpipe.models.classifier import DigitClassifier
+from digitpipe.models.classifier import DigitClassifier, load_classifier
 from digitpipe.paths import resolve
 
 BEST_CHECKPOINT = "best.ckpt"
-
-
-def load_classifier(path: Path) -> DigitClassifier:
-    if not path.is_file():
-        raise DataError(f"{path} is missing; train first (dvc repro train, or python src/train.py)")
-    return DigitClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
 def run_evaluate(cfg: DictConfig) -> Evaluation:

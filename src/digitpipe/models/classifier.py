@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -14,6 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from digitpipe.errors import DataError
 from digitpipe.models.convnet import build_convnet
 from digitpipe.models.standardize import Standardize
 from digitpipe.models.summary import model_summary
@@ -108,3 +110,10 @@ class DigitClassifier(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+
+def load_classifier(path: str | Path) -> DigitClassifier:
+    """A trained checkpoint on the CPU (weights_only), or one clear error if there is none yet."""
+    if not Path(path).is_file():
+        raise DataError(f"{path} is missing; train first (dvc repro, or python src/train.py)")
+    return DigitClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from digitpipe.models.classifier import DigitClassifier
+from digitpipe.models.classifier import load_classifier
 
 
 class DigitPredictor(nn.Module):
@@ -24,6 +26,6 @@ class DigitPredictor(nn.Module):
         return torch.softmax(self.net(x), dim=1)
 
 
-def predictor_from_checkpoint(path: str) -> DigitPredictor:
-    classifier = DigitClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+def predictor_from_checkpoint(path: str | Path) -> DigitPredictor:
+    classifier = load_classifier(path)
     return DigitPredictor(classifier.standardize, classifier.net).eval()

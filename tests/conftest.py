@@ -106,12 +106,17 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
-def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
-    """Run a command as a user would (python resolves to this interpreter), capturing output."""
+def user_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a user in this virtual environment (its bin/ first on PATH, so `python`,
+    `dvc`, `uvicorn` are this install's), without the outer MNIST_MIRROR / MLFLOW_TRACKING_URI."""
     base = {k: v for k, v in os.environ.items() if k not in ("MNIST_MIRROR", "MLFLOW_TRACKING_URI")}
     base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
-    return subprocess.run(args, cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return {**base, **(env or {})}
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
+    """Run a command as a user would (python resolves to this interpreter), capturing output."""
+    return subprocess.run(args, cwd=cwd, env=user_env(env), capture_output=True, text=True, timeout=timeout)
 
 
 def free_port() -> int:

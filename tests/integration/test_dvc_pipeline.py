@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -199,8 +200,6 @@ def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw):
     assert all(r.info.status == "FINISHED" for r in runs)
     # comparable: every child has the same metric names, whatever its optimizer (README's query)
     assert len({frozenset(r.data.metrics) for r in children}) == 1
-    import mlflow
-
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     found = mlflow.search_runs(
         experiment_names=["sweep"],
@@ -227,11 +226,9 @@ def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
     _, runs = mlflow_runs(project)
     run = next(r for r in runs if r.data.params["model.activation"] == "relu")
     port = free_port()
-    mlflow = str(Path(sys.executable).parent / "mlflow")
+    command = [str(Path(sys.executable).parent / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port)]
     # started in the project root with no store argument: it must find the runs by MLflow's default
-    ui = start(
-        [mlflow, "ui", "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health", project
-    )
+    ui = start(command, f"http://127.0.0.1:{port}/health", project)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)

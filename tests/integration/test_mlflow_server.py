@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,14 +14,14 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ..conftest import copy_project, free_port, run_cli, tiny_overrides, write_mirror
+from ..conftest import copy_project, free_port, run_cli, tiny_overrides, user_env, write_mirror
 
 pytestmark = pytest.mark.slow
 
 
 def start(command: list[str], url: str, cwd: Path, env: dict | None = None, timeout: float = 90):
     """Start a server and wait until `url` answers."""
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
+    process = subprocess.Popen(command, cwd=cwd, env=user_env(env),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,12 +94,13 @@ def test_a_run_logged_over_http_reads_back_through_the_client(server, remote_run
 def test_the_registered_model_is_served_by_mlflow_models_serve(server, remote_run):
     project, _ = remote_run
     port = free_port()
-    bin_dir = Path(sys.executable).parent
-    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/mnist-convnet/1",
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    # as in an activated environment: `mlflow models serve` execs `uvicorn` found on PATH
-    env = {"MLFLOW_TRACKING_URI": server, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    process = start(command, f"http://127.0.0.1:{port}/ping", cwd=project, env=env)
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    command = [mlflow, "models", "serve", "-m", "models:/mnist-convnet/1", "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    # `mlflow models serve` execs `uvicorn` from PATH: start() gives it this environment's bin/
+    process = start(
+        command, f"http://127.0.0.1:{port}/ping", cwd=project, env={"MLFLOW_TRACKING_URI": server}
+    )
     try:
         data = torch.load(project / "data/processed/mnist.pt", weights_only=True)
         images, labels = data["test_images"][:20].float().numpy(), data["test_labels"][:20].numpy()

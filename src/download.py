@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from digitpipe.cli import preflight
-from digitpipe.data.download import run_download
+from digitpipe.data.source import dataset_source
 from digitpipe.errors import exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -15,7 +15,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    run_download(cfg)
+    dataset_source(cfg).download()
 
 
 if __name__ == "__main__":

@@ -61,16 +61,16 @@ def test_bad_archives_are_refused_with_the_reason(archive, reason):
 
 def test_files_come_from_a_directory_mirror_verified(tmp_path, tiny_mirror, tiny_raw):
     raw_dir = tmp_path / "raw"
-    paths = download_dataset(specs(tiny_raw), [str(tiny_mirror)], raw_dir, timeout_s=5)
+    paths = download_dataset(specs(tiny_raw), [str(tiny_mirror)], raw_dir, timeout_s=5, deadline_s=60)
     assert [p.name for p in paths] == list(FILE_NAMES.values())
     assert (raw_dir / FILE_NAMES["train_labels"]).read_bytes() == tiny_raw["train_labels"]
 
 
 def test_verified_files_are_not_fetched_again(tmp_path, tiny_mirror, tiny_raw):
     raw_dir = tmp_path / "raw"
-    download_dataset(specs(tiny_raw), [str(tiny_mirror)], raw_dir, timeout_s=5)
+    download_dataset(specs(tiny_raw), [str(tiny_mirror)], raw_dir, timeout_s=5, deadline_s=60)
     before = {p: p.stat().st_mtime_ns for p in raw_dir.iterdir()}
-    download_dataset(specs(tiny_raw), [str(tmp_path / "no-such-mirror")], raw_dir, timeout_s=5)
+    download_dataset(specs(tiny_raw), [str(tmp_path / "no-such-mirror")], raw_dir, timeout_s=5, deadline_s=60)
     assert {p: p.stat().st_mtime_ns for p in raw_dir.iterdir()} == before
 
 
@@ -78,7 +78,7 @@ def test_a_corrupt_local_file_is_replaced(tmp_path, tiny_mirror, tiny_raw):
     raw_dir = tmp_path / "raw"
     raw_dir.mkdir()
     (raw_dir / FILE_NAMES["test_labels"]).write_bytes(b"garbage")
-    download_dataset(specs(tiny_raw), [str(tiny_mirror)], raw_dir, timeout_s=5)
+    download_dataset(specs(tiny_raw), [str(tiny_mirror)], raw_dir, timeout_s=5, deadline_s=60)
     assert (raw_dir / FILE_NAMES["test_labels"]).read_bytes() == tiny_raw["test_labels"]
 
 
@@ -87,7 +87,7 @@ def test_when_every_mirror_fails_the_error_names_each_and_mnist_mirror(tmp_path,
     bad.mkdir()
     (bad / f"{FILE_NAMES['train_images']}.gz").write_bytes(gzip.compress(b"wrong content"))
     with pytest.raises(DownloadError) as err:
-        download_dataset(specs(tiny_raw), [str(tmp_path / "missing"), str(bad)], tmp_path / "raw", 5)
+        download_dataset(specs(tiny_raw), [str(tmp_path / "missing"), str(bad)], tmp_path / "raw", 5, 60)
     message = str(err.value)
     assert "\n" not in message
     assert f"{tmp_path / 'missing'} (" in message and f"{bad} (checksum mismatch" in message

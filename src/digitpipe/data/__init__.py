@@ -1,0 +1,3 @@
+"""Data in: download, preprocess, and the DataModule that serves the splits."""
+
+SPLITS = ("train", "val", "test")

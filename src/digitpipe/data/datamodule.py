@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,7 +9,8 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from digitpipe.data.preprocess import load_dataset
+from digitpipe.data import SPLITS
+from digitpipe.data.source import DatasetSource
 
 
 class InMemoryDigits(Dataset):
@@ -42,29 +41,26 @@ def scale_images(images: torch.Tensor) -> torch.Tensor:
 
 
 class DigitsDataModule(L.LightningDataModule):
-    def __init__(
-        self,
-        dataset_path: Path,
-        batch_size: int,
-        eval_batch_size: int,
-        prepare: Callable[[], Any] | None = None,
-    ) -> None:
+    """The splits `source` asks for, in batches; data_md5 (after setup) is the hash of their file."""
+
+    def __init__(self, source: DatasetSource, batch_size: int, eval_batch_size: int) -> None:
         super().__init__()
-        self.dataset_path, self.prepare = dataset_path, prepare
+        self.source = source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.splits: dict[str, InMemoryDigits] = {}
+        self.data_md5: str | None = None
 
     def prepare_data(self) -> None:
-        if self.prepare is not None:
-            self.prepare()
+        self.source.prepare()
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        tensors = load_dataset(self.dataset_path)
-        for split in ("train", "val", "test"):
-            labels = tensors[f"{split}_labels"].long()
-            self.splits[split] = InMemoryDigits(tensors[f"{split}_images"], labels)
+        dataset = self.source.load()
+        for split in SPLITS:
+            labels = dataset.tensors[f"{split}_labels"].long()
+            self.splits[split] = InMemoryDigits(dataset.tensors[f"{split}_images"], labels)
+        self.data_md5 = dataset.md5
 
     def pixel_stats(self) -> tuple[float, float]:
         """Mean and std of the training images scaled to [0, 1] (for models that standardise)."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
-import os
-import socket
+import itertools
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -15,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from omegaconf import DictConfig
 from tqdm import tqdm
 
 from digitpipe import io as atomic
@@ -65,31 +66,43 @@ def is_verified(path: Path, expected: DatasetFile) -> bool:
     return path.is_file() and atomic.file_digest(path, "sha256") == expected.sha256
 
 
-def fetch(url: str, timeout_s: float, label: str) -> bytes:
-    """Read a whole URL with a per-request timeout and a progress bar."""
+def fetch(url: str, timeout_s: float, deadline_s: float, label: str) -> bytes:
+    """Read a whole URL, with a progress bar.
+
+    timeout_s bounds each wait for the mirror; deadline_s bounds the whole transfer, so a mirror that
+    trickles a byte at a time is abandoned too (checked between reads, which wait min(timeout_s,
+    deadline_s) at most).
+    """
+    deadline = time.monotonic() + deadline_s
+    late = f"not complete within the {deadline_s:g}s per-file deadline (data.download.file_deadline_s)"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with urllib.request.urlopen(url, timeout=min(timeout_s, deadline_s)) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             buffer = io.BytesIO()
             with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False) as bar:
-                for chunk in iter(lambda: response.read(CHUNK), b""):
+                # read1: one socket read per call; read() would wait for a whole chunk of a trickle
+                while chunk := response.read1(CHUNK):
                     buffer.write(chunk)
                     bar.update(len(chunk))
+                    if time.monotonic() > deadline:
+                        raise MirrorFailure(f"{late}: got {buffer.tell()} of {total or '?'} bytes")
     except urllib.error.HTTPError as err:
         raise MirrorFailure(f"HTTP {err.code} {err.reason}") from err
-    except TimeoutError as err:
-        raise MirrorFailure(f"timed out after {timeout_s:g}s") from err
-    except urllib.error.URLError as err:
-        reason = err.reason
-        if isinstance(reason, (TimeoutError, socket.timeout)):
-            raise MirrorFailure(f"timed out after {timeout_s:g}s") from err
-        raise MirrorFailure(str(getattr(reason, "strerror", None) or reason)) from err
-    except OSError as err:
-        raise MirrorFailure(str(err)) from err
+    except (OSError, http.client.HTTPException) as err:  # URLError and socket timeouts are OSErrors
+        overdue = timeout_s >= deadline_s or time.monotonic() >= deadline  # then a timeout is the deadline's
+        raise MirrorFailure(reason_of(err, timeout_s, late if overdue else None)) from err
     data = buffer.getvalue()
     if total is not None and len(data) != total:
         raise MirrorFailure(f"truncated: got {len(data)} of {total} bytes")
     return data
+
+
+def reason_of(err: Exception, timeout_s: float, late: str | None) -> str:
+    """Why a transfer failed, in words; `late` when it failed by waiting past the file's deadline."""
+    reason = getattr(err, "reason", err)  # URLError wraps the socket's error
+    if isinstance(reason, TimeoutError):
+        return late or f"timed out after {timeout_s:g}s"
+    return str(getattr(reason, "strerror", None) or reason)
 
 
 def decompress_and_verify(archive: bytes, expected: DatasetFile) -> bytes:
@@ -106,17 +119,22 @@ def decompress_and_verify(archive: bytes, expected: DatasetFile) -> bytes:
     return content
 
 
-def download_file(file: DatasetFile, mirrors: list[str], dest: Path, timeout_s: float) -> None:
+def download_file(
+    file: DatasetFile, mirrors: list[str], dest: Path, timeout_s: float, deadline_s: float
+) -> None:
     """Write `file` verified to `dest`, trying each mirror in turn; raise DownloadError if none works."""
     archive_name = file.name + ".gz"
     failures = []
-    for mirror in mirrors:
+    for mirror, next_mirror in itertools.pairwise([*mirrors, None]):
         try:
-            archive = fetch(file_url(mirror, archive_name), timeout_s, archive_name)
+            archive = fetch(file_url(mirror, archive_name), timeout_s, deadline_s, archive_name)
             atomic.write_bytes(dest, decompress_and_verify(archive, file))
             return
         except MirrorFailure as failure:
             failures.append(f"{mirror} ({failure})")
+            if next_mirror:
+                notice = f"notice: {mirror} failed for {archive_name} ({failure}); trying {next_mirror}"
+                print(notice, file=sys.stderr, flush=True)
     tried = "; ".join(failures) or "no mirrors configured"
     raise DownloadError(
         f"could not get {archive_name} from any mirror: {tried}. "
@@ -126,25 +144,20 @@ def download_file(file: DatasetFile, mirrors: list[str], dest: Path, timeout_s: 
 
 
 def download_dataset(
-    files: Iterable[DatasetFile], mirrors: list[str], raw_dir: Path, timeout_s: float
+    files: Iterable[DatasetFile], mirrors: list[str], raw_dir: Path, timeout_s: float, deadline_s: float
 ) -> list[Path]:
-    """Make `raw_dir` hold every file, verified; files already present and verified are kept."""
+    """Make `raw_dir` hold every file, verified; files already present and verified are kept.
+
+    timeout_s bounds each wait for a mirror, deadline_s each file's whole transfer from one mirror.
+    """
     paths = []
     for file in files:
         dest = raw_dir / file.name
         if not is_verified(dest, file):
-            download_file(file, mirrors, dest, timeout_s)
+            download_file(file, mirrors, dest, timeout_s, deadline_s)
         paths.append(dest)
     return paths
 
 
 def dataset_files(files_cfg: Mapping[str, Any]) -> dict[str, DatasetFile]:
     return {key: DatasetFile(name=f["name"], sha256=f["sha256"]) for key, f in files_cfg.items()}
-
-
-def run_download(cfg: DictConfig) -> None:
-    """The download stage: make paths.raw_dir hold every verified raw file."""
-    data = cfg.data
-    mirrors = mirror_order(data.download.mirrors, data.download.mirror, os.environ)
-    files = dataset_files(data.files).values()
-    download_dataset(files, mirrors, resolve(cfg.paths.raw_dir), data.download.timeout_s)

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from digitpipe import io as atomic
-from digitpipe.data.download import dataset_files, run_download
+from digitpipe.data import SPLITS
+from digitpipe.data.download import DatasetFile, sha256_of
 from digitpipe.data.idx import parse_images, parse_labels
 from digitpipe.data.split import stratified_split
 from digitpipe.errors import DataError
-from digitpipe.paths import resolve
 
-SPLITS = ("train", "val", "test")
+PARAMS_KEY = "params"  # the parameters that made the dataset, stored beside its tensors
+
+
+def read_raw(raw_dir: Path, files: Mapping[str, DatasetFile]) -> dict[str, bytes]:
+    """The raw files' bytes by key, each checked against its sha256 (a flipped byte must not become data)."""
+    raw = {}
+    for key, file in files.items():
+        path = raw_dir / file.name
+        if not path.is_file():
+            raise DataError(f"{path} is missing; run the download stage first (python src/download.py)")
+        raw[key] = path.read_bytes()
+        digest = sha256_of(raw[key])
+        if digest != file.sha256:
+            raise DataError(
+                f"{path} has sha256 {digest[:12]}..., expected {file.sha256[:12]}... (data.files.{key}); "
+                "it is corrupt: delete it and re-run download (python src/download.py)"
+            )
+    return raw
 
 
 def build_splits(
@@ -50,37 +67,36 @@ def dataset_stats(tensors: Mapping[str, torch.Tensor], num_classes: int) -> dict
     }
 
 
-def run_preprocess(cfg: DictConfig) -> dict[str, Any]:
-    """The preprocess stage: raw IDX files -> paths.dataset (tensors) and paths.stats (JSON)."""
-    raw_dir = resolve(cfg.paths.raw_dir)
-    raw = {}
-    for key, file in dataset_files(cfg.data.files).items():
-        path = raw_dir / file.name
-        if not path.is_file():
-            raise DataError(f"{path} is missing; run the download stage first (python src/download.py)")
-        raw[key] = path.read_bytes()
-    d = cfg.data
-    tensors = build_splits(raw, d.val_size, cfg.seed, d.image_size, d.num_classes)
-    stats = dataset_stats(tensors, d.num_classes)
-    atomic.write_with(resolve(cfg.paths.dataset), lambda tmp: torch.save(tensors, tmp))
-    atomic.write_json(resolve(cfg.paths.stats), stats)
-    return stats
+def dataset_bytes(tensors: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -> bytes:
+    """The processed file's bytes: the same tensors and params always give the same bytes.
+
+    torch.save to a path names the archive after the file (a random temp name here); to a buffer the
+    name is fixed. `params` holds primitives only, so the file still loads with weights_only=True.
+    """
+    buffer = io.BytesIO()
+    torch.save({**tensors, PARAMS_KEY: dict(params)}, buffer)
+    return buffer.getvalue()
 
 
-def ensure_dataset(cfg: DictConfig) -> Path:
-    """Download and preprocess if the processed dataset is missing (the stages' own code)."""
-    dataset = resolve(cfg.paths.dataset)
-    if not (dataset.is_file() and resolve(cfg.paths.stats).is_file()):
-        run_download(cfg)
-        run_preprocess(cfg)
-    return dataset
-
-
-def load_dataset(path: Path) -> dict[str, torch.Tensor]:
-    """Load the processed tensors (plain tensors only, so weights_only loading is safe)."""
-    if not path.is_file():
-        raise DataError(f"{path} is missing; run `dvc repro preprocess` or python src/preprocess.py")
+def parse_dataset(data: bytes, name: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The split tensors and the recorded params (None from a version that recorded none)."""
     try:
-        return torch.load(path, weights_only=True)
+        content = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as err:  # torch raises several types for a corrupt file
-        raise DataError(f"{path} is not a readable dataset ({err}); delete it and re-run preprocess") from err
+        raise DataError(f"{name} is not a readable dataset ({err}); delete it and re-run preprocess") from err
+    expected = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
+    if not isinstance(content, dict) or not set(expected) <= set(content):
+        raise DataError(f"{name} is not a processed dataset (no {', '.join(expected)}); re-run preprocess")
+    params = content.pop(PARAMS_KEY, None)
+    return content, params
+
+
+def write_dataset(
+    dataset: Path, stats_path: Path, tensors: Mapping[str, torch.Tensor], params: Mapping[str, Any],
+    num_classes: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Write the processed tensors and their stats atomically, both recording `params`; return the stats."""
+    stats = dataset_stats(tensors, num_classes) | {PARAMS_KEY: dict(params)}
+    atomic.write_bytes(dataset, dataset_bytes(tensors, params))
+    atomic.write_json(stats_path, stats)
+    return stats

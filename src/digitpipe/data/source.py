@@ -1,0 +1,159 @@
+"""Where the processed dataset comes from and which split it must hold, built from the config once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from digitpipe.data.download import DatasetFile, dataset_files, download_dataset, mirror_order
+from digitpipe.data.preprocess import build_splits, dataset_bytes, parse_dataset, read_raw, write_dataset
+from digitpipe.errors import ConfigError, DataError
+from digitpipe.paths import resolve
+
+
+@dataclass(frozen=True)
+class ProcessedDataset:
+    """The split tensors (train_images, train_labels, val_images, ...) and the md5 of their file."""
+
+    tensors: dict[str, torch.Tensor]
+    md5: str  # DVC's hash of the file; for a split rebuilt in memory, of the bytes its file would have
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """The processed dataset's files, the raw files it is made from, and the split it must hold."""
+
+    dataset: Path
+    stats: Path
+    raw_dir: Path
+    files: Mapping[str, DatasetFile]  # keyed train_images, train_labels, test_images, test_labels
+    mirrors: tuple[str, ...]
+    timeout_s: float  # the longest wait for a mirror
+    file_deadline_s: float  # the longest transfer of one file from one mirror
+    seed: int
+    val_size: int
+    image_size: int
+    num_classes: int
+
+    def params(self) -> dict[str, Any]:
+        """What the split depends on, as the processed dataset records it (primitives only)."""
+        raw_sha256 = {key: file.sha256 for key, file in self.files.items()}
+        return {
+            "seed": self.seed,
+            "val_size": self.val_size,
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "raw_sha256": raw_sha256,
+        }
+
+    def download(self) -> None:
+        """The download stage: make raw_dir hold every verified raw file (kept if already there)."""
+        download_dataset(
+            self.files.values(), list(self.mirrors), self.raw_dir, self.timeout_s, self.file_deadline_s
+        )
+
+    def build(self) -> dict[str, torch.Tensor]:
+        """The split tensors, made from the verified raw files."""
+        raw = read_raw(self.raw_dir, self.files)
+        return build_splits(raw, self.val_size, self.seed, self.image_size, self.num_classes)
+
+    def preprocess(self) -> dict[str, Any]:
+        """The preprocess stage: write the dataset and its stats (the same bytes for the same inputs)."""
+        return write_dataset(self.dataset, self.stats, self.build(), self.params(), self.num_classes)
+
+    def prepare(self) -> None:
+        """Make load() possible without a download in every process (Lightning's prepare_data).
+
+        Idempotent: downloads and preprocesses only if the dataset is missing, and fetches only the raw
+        files if the dataset was made with other parameters (load() then rebuilds the split from them).
+        An existing dataset is never rewritten: it is a DVC output other trainings may be reading.
+        """
+        if not self.dataset.is_file():
+            self.download()
+            self.preprocess()
+        elif parse_dataset(self.dataset.read_bytes(), self.dataset)[1] != self.params():
+            self.download()
+
+    def load(self) -> ProcessedDataset:
+        """The split this source asks for: the file's if it records these params, else rebuilt in memory.
+
+        The file is a DVC output that trainings with other seeds may share: it is never rewritten here.
+        """
+        if not self.dataset.is_file():
+            raise DataError(
+                f"{self.dataset} is missing; run `dvc repro preprocess` or python src/preprocess.py"
+            )
+        data = self.dataset.read_bytes()
+        tensors, recorded = parse_dataset(data, self.dataset)
+        expected = self.params()
+        if recorded == expected:
+            return ProcessedDataset(tensors, hashlib.md5(data).hexdigest())
+        print(
+            f"notice: {self.dataset} was made with other parameters ({param_changes(recorded, expected)}); "
+            f"the split is rebuilt in memory from {self.raw_dir}, the file is left as it is",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.download()
+        tensors = self.build()
+        return ProcessedDataset(tensors, hashlib.md5(dataset_bytes(tensors, expected)).hexdigest())
+
+
+def param_changes(recorded: Mapping[str, Any] | None, expected: Mapping[str, Any]) -> str:
+    """Which recorded parameters differ from the expected ones, e.g. 'val_size 100 -> 150'."""
+    if not recorded:
+        return "it records none: an older version made it"
+
+    def change(key: str) -> str:
+        if isinstance(expected.get(key), Mapping):
+            return f"other {key}"
+        return f"{key} {recorded.get(key)} -> {expected.get(key)}"
+
+    return ", ".join(change(k) for k in {**recorded, **expected} if recorded.get(k) != expected.get(k))
+
+
+def dataset_md5(source: DatasetSource) -> str:
+    """The md5 (DVC's hash) the processed dataset for `source` has, or would have as a file."""
+    return source.load().md5
+
+
+def _integer(key: str, value: Any, positive: bool = True) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (positive and value <= 0):
+        raise ConfigError(
+            f"{key}={value!r} is invalid: give {'a positive integer' if positive else 'an integer'}"
+        )
+    return value
+
+
+def _seconds(key: str, value: Any, meaning: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{key}={value!r} is invalid: give a positive number of seconds ({meaning})")
+    return value
+
+
+def dataset_source(cfg: DictConfig) -> DatasetSource:
+    """The one place the config becomes a DatasetSource ($MNIST_MIRROR is read here too)."""
+    data, download = cfg.data, cfg.data.download
+    return DatasetSource(
+        dataset=resolve(cfg.paths.dataset),
+        stats=resolve(cfg.paths.stats),
+        raw_dir=resolve(cfg.paths.raw_dir),
+        files=dataset_files(data.files),
+        mirrors=tuple(mirror_order(download.mirrors, download.mirror, os.environ)),
+        timeout_s=_seconds("data.download.timeout_s", download.timeout_s, "the longest wait for a mirror"),
+        file_deadline_s=_seconds(
+            "data.download.file_deadline_s", download.file_deadline_s, "the longest one file may take"
+        ),
+        seed=_integer("seed", cfg.seed, positive=False),
+        val_size=_integer("data.val_size", data.val_size),
+        image_size=_integer("data.image_size", data.image_size),
+        num_classes=_integer("data.num_classes", data.num_classes),
+    )

@@ -6,7 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 from digitpipe.cli import preflight
-from digitpipe.data.preprocess import run_preprocess
+from digitpipe.config import check_seed
+from digitpipe.data.source import dataset_source
 from digitpipe.errors import exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -15,7 +16,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    stats = run_preprocess(cfg)
+    check_seed(cfg)  # before any work, as train's validate does
+    stats = dataset_source(cfg).preprocess()
     print(
         f"splits: {stats['sizes']}, train pixel mean {stats['pixel_mean']:.4f} std {stats['pixel_std']:.4f}"
     )

@@ -27,8 +27,21 @@ def _is_positive_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
 
 
+MAX_SEED = 2**32 - 1  # numpy's bound; Lightning's seed_everything refuses larger seeds
+
+
+def check_seed(cfg: DictConfig) -> None:
+    """Raise ConfigError unless `seed` is an integer every seeded library accepts (preprocess, train)."""
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(
+            f"seed={seed!r} is invalid: the seed must be an integer from 0 to {MAX_SEED} (e.g. seed=42)"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the bad value and the fix for the first invalid setting."""
+    check_seed(cfg)
     check_activation(cfg.model.activation)
     check_init(cfg.model.init)
     for key, meaning in POSITIVE.items():

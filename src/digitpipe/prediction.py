@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,24 @@ SIZE, BOX = 28, 20  # MNIST: the digit fits a 20x20 box, centred by mass in 28x2
 
 
 def load_image(path: Path) -> Image.Image:
+    """The decoded image; refused, like PIL's decompression-bomb error, above Image.MAX_IMAGE_PIXELS."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x its limit; no digit needs that many pixels, and decoding them
+            # (then ~4 bytes a pixel in to_mnist) costs gigabytes, so the warning is refused like the error
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image
     except FileNotFoundError as err:
         raise DataError(f"{path}: no such file") from err
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(pixels[1]):,} pixels, " if pixels else ""
+        raise DataError(
+            f"{path} is too large: {size}over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels (PIL's guard "
+            "against decompression bombs); scale it down, a digit needs a few hundred pixels a side"
+        ) from err
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"{path} is not a readable image (PNG or JPEG expected)") from err
 

@@ -6,6 +6,8 @@ from PIL import Image
 from digitpipe.errors import DataError
 from digitpipe.prediction import load_image, predict, to_mnist
 
+from ..artifacts import black_png
+
 
 def digit_like(size=(60, 90), light_background=True) -> Image.Image:
     """A thick vertical stroke, like a '1', on a light or dark background."""
@@ -37,3 +39,22 @@ def test_a_file_that_is_not_an_image_is_refused_in_one_line(tmp_path):
 def test_predict_returns_the_most_probable_digit_and_its_probability():
     probabilities = torch.tensor([[0.1, 0.9] + [0.0] * 8, [0.7, 0.2] + [0.01] * 8])
     assert predict(lambda x: x, probabilities) == [(1, pytest.approx(0.9)), (0, pytest.approx(0.7))]
+
+
+@pytest.mark.parametrize(("width", "pixels"), [(40, "1,600"), (50, "2,500")])  # PIL: warning, error
+def test_an_image_over_pils_pixel_limit_is_refused_with_its_size_and_the_limit(
+    tmp_path, monkeypatch, recwarn, width, pixels
+):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = black_png(tmp_path / "huge.png", width, width)
+    with pytest.raises(DataError) as caught:
+        load_image(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} is too large: {pixels} pixels, over the limit of 1,000 pixels")
+    assert "scale it down" in message and "\n" not in message
+    assert not recwarn.list  # refused, not warned about on stderr as well
+
+
+def test_an_image_within_pils_pixel_limit_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert load_image(black_png(tmp_path / "small.png", 30, 30)).size == (30, 30)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal as signal_module
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from digitpipe import io as atomic
+from digitpipe.data.preprocess import write_dataset
 
 
 def indexed_digits(n: int, seed: int, noise: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,13 +27,16 @@ def indexed_digits(n: int, seed: int, noise: float = 0.2) -> tuple[torch.Tensor,
     return images, labels.to(torch.uint8)
 
 
-def write_indexed_dataset(dataset: Path, stats: Path, sizes: dict[str, int]) -> None:
-    """A processed dataset (the preprocess stage's format) whose samples carry their indices."""
+def write_indexed_dataset(dataset: Path, stats: Path, sizes: dict[str, int], params: dict) -> None:
+    """A processed dataset (the preprocess stage's format) whose samples carry their indices.
+
+    It records `params` (a DatasetSource's) as if preprocess had made it with them: a training asking
+    for that split uses it as it is, instead of rebuilding the split from the raw files.
+    """
     tensors = {}
     for seed, (split, n) in enumerate(sizes.items()):
         tensors[f"{split}_images"], tensors[f"{split}_labels"] = indexed_digits(n, seed)
-    atomic.write_with(dataset, lambda tmp: torch.save(tensors, tmp))
-    atomic.write_json(stats, {"sizes": sizes})
+    write_dataset(dataset, stats, tensors, params, num_classes=10)
 
 
 def decode_indices(images: torch.Tensor) -> list[int]:
@@ -70,3 +75,25 @@ class IndexRecorder(L.Callback):
 
     def on_test_end(self, trainer, pl_module) -> None:
         self._dump()
+
+
+class SignalOnce(L.Callback):
+    """Sends a real signal at a given epoch and batch of one rank, once per `marker` file (so a rerun
+    with the very same config, which a resume requires, runs through): to its own process, or to the
+    process group whose id `group_file` holds (a server the training talks to)."""
+
+    def __init__(
+        self, signal: str, epoch: int, batch: int = 0, rank: int = 0, marker: str = "signalled",
+        group_file: str | None = None,
+    ) -> None:  # fmt: skip
+        self.signum, self.epoch, self.batch, self.rank = getattr(signal_module, signal), epoch, batch, rank
+        self.marker, self.group_file = Path(marker), group_file
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        hit = (trainer.current_epoch, batch_idx, trainer.global_rank) == (self.epoch, self.batch, self.rank)
+        if hit and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            if self.group_file:
+                os.killpg(int(Path(self.group_file).read_text()), self.signum)
+            else:
+                os.kill(os.getpid(), self.signum)

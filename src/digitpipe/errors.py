@@ -7,11 +7,15 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from digitpipe.interrupts import Interrupted
+
 T = TypeVar("T")
 
 
 class UserError(Exception):
     """A problem the user can fix; its message says what is wrong and how to fix it."""
+
+    exit_code = 2
 
 
 class ConfigError(UserError):
@@ -26,8 +30,27 @@ class DownloadError(DataError):
     """No mirror could deliver a verified file."""
 
 
+class OutputError(UserError):
+    """An output cannot be written (permissions, a read-only file system, a full disk)."""
+
+
+class TrackingError(UserError):
+    """The MLflow store is unreachable, stopped answering, or holds something unexpected."""
+
+
+class DivergedError(UserError):
+    """Training produced a non-finite loss or weights."""
+
+
+class RankFailed(UserError):
+    """Another process of a DDP training stopped; this one reports it and stops too."""
+
+    exit_code = 1
+
+
 def exit_on_user_error(func: Callable[..., T]) -> Callable[..., T]:
-    """Print a UserError as one line on stderr and exit with status 2 instead of a traceback."""
+    """Print a UserError as one line on stderr and exit with status 2 instead of a traceback;
+    an interrupted stage says so in one line and exits 128 + the signal number (130, 143)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -35,6 +58,9 @@ def exit_on_user_error(func: Callable[..., T]) -> Callable[..., T]:
             return func(*args, **kwargs)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            sys.exit(err.exit_code)
+        except Interrupted as stop:
+            print(f"stopped: {stop}", file=sys.stderr, flush=True)
+            sys.exit(stop.exit_code)
 
     return wrapper

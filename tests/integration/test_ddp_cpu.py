@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,10 +16,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from digitpipe.data.datamodule import scale_images
+from digitpipe.data.source import dataset_source
 from digitpipe.evaluation.metrics import evaluate_logits, predict_logits
 from digitpipe.models.classifier import load_classifier
 
-from ..conftest import ROOT, copy_project, free_port, run_cli
+from ..conftest import ROOT, compose_config, copy_project, free_port, run_cli
 from ..support import write_indexed_dataset
 
 pytestmark = pytest.mark.slow
@@ -29,7 +32,8 @@ SIZES = {"train": 501, "val": 101, "test": 101}  # odd: a padding sampler would 
 def project(tmp_path_factory):
     project = copy_project(tmp_path_factory.mktemp("ddp") / "project")
     processed = project / "data" / "processed"
-    write_indexed_dataset(processed / "mnist.pt", processed / "stats.json", SIZES)
+    params = dataset_source(compose_config(config_dir=project / "conf")).params()  # what train will ask
+    write_indexed_dataset(processed / "mnist.pt", processed / "stats.json", SIZES, params)
     return project
 
 
@@ -173,3 +177,31 @@ def test_two_nodes_on_localhost_train_as_one_world_of_two(project):
     (run,) = runs_of(project, "two-nodes")
     (single_node,) = runs_of(project, "torchrun")  # same seed, 2 processes on one node
     assert run.data.metrics["val/acc"] == single_node.data.metrics["val/acc"]
+
+
+@pytest.mark.parametrize(("rank", "code"), [(1, 1), (0, 143)])
+def test_sigterm_to_one_rank_ends_every_rank_within_seconds_and_closes_the_run(project, tmp_path, rank, code):
+    """SIGTERM to one rank: before, Lightning's handler broadcast from inside the signal handler and
+    both ranks waited for each other forever (0% CPU), ignoring further SIGTERMs."""
+    marker = tmp_path / "signalled"
+    args = ["python", "src/train.py", "trainer=ddp_cpu", "trainer.max_epochs=50", "data.batch_size=32",
+            "data.eval_batch_size=25", "callbacks.progress_bar.refresh_rate=0",
+            f"mlflow.experiment_name=term{rank}",
+            "+callbacks.kill._target_=tests.support.SignalOnce", "+callbacks.kill.signal=SIGTERM",
+            "+callbacks.kill.epoch=1", "+callbacks.kill.batch=3", f"+callbacks.kill.rank={rank}",
+            f"+callbacks.kill.marker={marker}"]  # fmt: skip
+    result = run_cli(args, cwd=project, env={"PYTHONPATH": str(ROOT)}, timeout=300)
+    seconds = time.time() - marker.stat().st_mtime  # from the signal to the end of the command
+    assert result.returncode == code, result.stderr[-3000:]
+    assert seconds < 20
+    (run,) = runs_of(project, f"term{rank}")
+    if rank == 1:
+        assert run.info.status == "FAILED"
+        expected = (
+            rf"error: DDP rank 1 \(pid \d+\) stopped: signal SIGTERM; run {run.info.run_id} marked FAILED"
+        )
+        assert re.search(expected, result.stderr), result.stderr[-3000:]
+    else:
+        assert run.info.status == "KILLED"
+        assert f"stopped: interrupted by SIGTERM; run {run.info.run_id} marked KILLED" in result.stderr
+    assert "Traceback" not in result.stderr

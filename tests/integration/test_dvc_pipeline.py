@@ -123,7 +123,8 @@ def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_arti
     summary = Path(client.download_artifacts(run.info.run_id, "model_summary.txt")).read_text()
     assert "Total params: 93,322" in summary
     assert run.data.tags["device.type"] == "cpu" and run.data.tags["device.count"] == "1"
-    assert run.data.tags["git.dirty"] in ("true", "false") and run.data.tags["host"]
+    assert run.data.tags["git.dirty"] in ("true", "false") and run.data.tags["process.host"]
+    assert run.info.status == "FINISHED" and int(run.data.tags["process.pid"]) > 0
     figures = {a.path.removeprefix("figures/") for a in client.list_artifacts(run.info.run_id, "figures")}
     maps = {f"feature_maps_conv{i}.png" for i in (1, 2, 3)}
     expected = {"confusion_matrix.png", "misclassified.png", "filters_conv1.png", "activation_relu.png"}

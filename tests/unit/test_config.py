@@ -6,7 +6,7 @@ from torch import nn
 
 from digitpipe.config import validate
 from digitpipe.errors import ConfigError
-from digitpipe.tracking import flatten_config, run_name
+from digitpipe.tracking.metadata import flatten_config, run_name
 
 from ..conftest import ROOT, compose_config
 
@@ -55,11 +55,22 @@ def test_no_scheduler_by_default():
         ("model.activation=swish", "model.activation='swish' is not a known activation"),
         ("mlflow.system_metrics_interval_s=0", "mlflow.system_metrics_interval_s=0 is invalid: give seconds"),
         ("mlflow.system_metrics_interval_s=often", "mlflow.system_metrics_interval_s='often' is invalid"),
+        ("seed=abc", "seed='abc' is invalid: the seed must be an integer from 0 to 4294967295"),
+        ("seed=true", "seed=True is invalid: the seed must be an integer"),
+        ("seed=1.5", "seed=1.5 is invalid"),
+        ("seed=-1", "seed=-1 is invalid"),
+        ("seed=4294967296", "seed=4294967296 is invalid"),
+        ("seed=null", "seed=None is invalid"),
     ],
 )
 def test_invalid_settings_are_rejected_with_the_key_and_value(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         validate(compose_config([override]))
+
+
+@pytest.mark.parametrize("seed", [0, 7, 4294967295])
+def test_every_seed_numpy_and_torch_accept_is_valid(seed):
+    validate(compose_config([f"seed={seed}"]))
 
 
 def test_params_are_flattened_to_override_syntax():

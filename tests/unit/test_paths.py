@@ -1,5 +1,5 @@
 from digitpipe.paths import project_root, resolve, workspace_root
-from digitpipe.tracking import artifact_location, tracking_uri
+from digitpipe.tracking.store import artifact_location, tracking_uri
 
 
 def test_workspace_is_the_nearest_directory_with_dvc_yaml(tmp_path):

@@ -4,31 +4,40 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
+import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
-import mlflow
 import torch
 from matplotlib.figure import Figure
-from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric
 from omegaconf import DictConfig
 
 from digitpipe import io as atomic
-from digitpipe import tracking
 from digitpipe.data.datamodule import DigitsDataModule, scale_images
+from digitpipe.data.source import dataset_source
+from digitpipe.errors import DataError, TrackingError
 from digitpipe.evaluation.metrics import Evaluation, evaluate_logits, predict_logits
 from digitpipe.evaluation.model_figures import activation_figure, feature_map_figures, filters_figure
 from digitpipe.evaluation.plots import confusion_figure, curves_figure, misclassified_figure
 from digitpipe.models.classifier import DigitClassifier, load_classifier
 from digitpipe.paths import resolve
+from digitpipe.tracking.logger import store_failures
+from digitpipe.tracking.owner import close_dead_runs
+from digitpipe.tracking.store import Store, open_store
+from digitpipe.training.checkpoints import read_run_state
 
 BEST_CHECKPOINT = "best.ckpt"
 
 
 def run_evaluate(cfg: DictConfig) -> Evaluation:
-    model = load_classifier(resolve(cfg.paths.model_dir) / BEST_CHECKPOINT)
+    checkpoint = resolve(cfg.paths.model_dir) / BEST_CHECKPOINT
+    model = load_classifier(checkpoint)
+    run_id = training_run_id(resolve(cfg.paths.run_info), checkpoint)
+    store = open_store(cfg.mlflow)  # before any work: an unreachable store writes nothing
+    check_run_exists(store, run_id)
     d = cfg.data
-    datamodule = DigitsDataModule(resolve(cfg.paths.dataset), d.batch_size, d.eval_batch_size)
+    datamodule = DigitsDataModule(dataset_source(cfg), d.batch_size, d.eval_batch_size)
     datamodule.setup("test")
     test = datamodule.splits["test"]
     images = scale_images(test.images)
@@ -36,7 +45,7 @@ def run_evaluate(cfg: DictConfig) -> Evaluation:
     result = evaluate_logits(logits, test.labels, d.num_classes)
     write_reports(cfg, result, logits.argmax(dim=1), test.labels)
     figures = build_figures(cfg, model, result, images, test.images, test.labels, logits.softmax(dim=1))
-    log_to_training_run(cfg, result, figures)
+    log_to_run(store, run_id, cfg, result, figures)
     return result
 
 
@@ -72,25 +81,51 @@ def write_reports(cfg: DictConfig, result: Evaluation, preds: torch.Tensor, labe
     atomic.write_with(resolve(paths.confusion_png), lambda tmp: figure.savefig(tmp, format="png"))
 
 
-def log_to_training_run(cfg: DictConfig, result: Evaluation, figures: dict[str, Figure]) -> None:
-    """Log into the run the train stage recorded; start a new run only if that one is gone."""
-    uri = tracking.tracking_uri(cfg.mlflow.tracking_uri)
-    tracking.check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    run_id = json.loads(resolve(cfg.paths.run_info).read_text())["run_id"]
+def training_run_id(run_info: Path, checkpoint: Path) -> str:
+    """The run the train stage recorded, checked against the run the checkpoint was trained in."""
+    retrain = "rerun the train stage (dvc repro train, or python src/train.py)"
+    if not run_info.is_file():
+        raise DataError(f"{run_info} is missing: it names the MLflow run to log into; {retrain}")
     try:
-        mlflow.get_run(run_id)
-    except MlflowException:
-        warnings.warn(
-            f"MLflow run {run_id} not found at {uri}; logging evaluation to a new run", stacklevel=1
+        run_id = json.loads(run_info.read_text())["run_id"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{run_info} is not a run record of the train stage ({err}); {retrain}") from err
+    trained_in = read_run_state(checkpoint).get("run_id")
+    if trained_in != run_id:
+        made_in = f"run {trained_in}" if trained_in else "an unrecorded run (made by an older version)"
+        raise DataError(
+            f"{checkpoint} was trained in {made_in}, but {run_info} names run {run_id}: "
+            f"the train stage's outputs do not belong together; {retrain}"
         )
-        mlflow.set_experiment(cfg.mlflow.experiment_name)
-        run_id = mlflow.start_run(run_name=f"{tracking.run_name(cfg)}-eval").info.run_id
-        mlflow.end_run()
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(result.scalars)
+    return run_id
+
+
+def check_run_exists(store: Store, run_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    with store_failures(store.uri, "looking up the training's run"):
+        close_dead_runs(store.client)
+        try:
+            store.client.get_run(run_id)
+        except MlflowException as err:
+            raise TrackingError(
+                f"the training's run {run_id} is not in the MLflow store {store.uri}; evaluate logs into "
+                "the training's run: use the store it was trained with (mlflow.tracking_uri or "
+                "MLFLOW_TRACKING_URI), or rerun the train stage"
+            ) from err
+
+
+def log_to_run(
+    store: Store, run_id: str, cfg: DictConfig, result: Evaluation, figures: dict[str, Figure]
+) -> None:
+    """Metrics, reports and figures into the training's run, without touching its status."""
+    client = store.client
+    with store_failures(store.uri, "logging the evaluation"):
+        client.log_batch(
+            run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in result.scalars.items()]
+        )
         for path in (cfg.paths.metrics, cfg.paths.per_class, cfg.paths.confusion_png):
-            mlflow.log_artifact(str(resolve(path)), artifact_path="evaluation")
+            client.log_artifact(run_id, str(resolve(path)), "evaluation")
         for name, figure in figures.items():
-            mlflow.log_figure(figure, f"figures/{name}")
+            client.log_figure(run_id, figure, f"figures/{name}")
             plt.close(figure)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 
+import lightning as L
 import torch.distributed as dist
 
+from digitpipe import interrupts
 from digitpipe.errors import ConfigError
 
 BATCH_SCOPES = ("global", "per_device")
+LAUNCHED_ENV = "DIGITPIPE_LAUNCHED_BY"  # set for the ranks Lightning's launcher starts: its PID
 # Hydra flags that select the config; everything else on a multirun's command line is the sweep
 CONFIG_FLAGS = ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path")
 
@@ -58,12 +67,113 @@ def prepare_launch() -> bool:
     launcher = "LOCAL_RANK" not in os.environ and "MASTER_PORT" not in os.environ
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         sys.argv = pin_argv_to_current_job(sys.argv, list(HydraConfig.get().overrides.task))
+    if launcher:
+        os.environ[LAUNCHED_ENV] = str(os.getpid())  # inherited by the ranks it starts, if any
     return launcher
 
 
 def release_launch(launcher: bool) -> None:
     """After a fit this process launched: free the process group and port for the next sweep job."""
+    if launcher:
+        os.environ.pop(LAUNCHED_ENV, None)
     if launcher and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
         for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK"):
             os.environ.pop(key, None)
+
+
+class RankWatch:
+    """Ends a DDP training within a second or two when one of its processes dies, with one line.
+
+    Lightning's launcher looks at the ranks it started every 5 s and then SIGKILLs every process,
+    its own included, so the run could never be marked; a rank whose peer is gone may instead wait
+    in a collective (or the rendezvous) for gloo's 30-minute timeout. Here the launching process
+    (global rank 0) checks its ranks every `period_s` from the moment they exist. If one died, its
+    main thread, whose next collective fails, reports `failure()` in one line; if that thread is stuck
+    (e.g. in the rendezvous), this one marks the run FAILED (`on_failure`) and exits. If this process
+    got a SIGTERM, it passes it on, even while its main thread is stuck in native code. A rank it
+    started exits when it is gone.
+    """
+
+    def __init__(self, trainer: L.Trainer, on_failure: Callable[[str], str] | None, period_s: float = 0.5):
+        self.launcher, self.on_failure, self.period_s = trainer.strategy.launcher, on_failure, period_s
+        self.done = threading.Event()
+        launched_by = os.environ.get(LAUNCHED_ENV)
+        if hasattr(self.launcher, "procs") and launched_by == str(os.getpid()):
+            target, args = self._watch_ranks, ()
+        elif launched_by and launched_by != str(os.getpid()):
+            target, args = self._watch_launcher, (int(launched_by),)
+        else:
+            return  # one process, or ranks started by torchrun/SLURM, which watch them
+        threading.Thread(target=target, args=args, daemon=True, name="rank-watch").start()
+
+    def stop(self) -> None:
+        self.done.set()
+
+    def _watch_ranks(self) -> None:
+        forwarded = False
+        while not self.done.wait(self.period_s):
+            procs = list(self.launcher.procs)
+            if not procs:
+                continue  # not launched yet
+            retire_lightning_observer()
+            if not forwarded and interrupts.signalled(signal.SIGTERM):
+                forwarded = self._signal(procs)
+            if all(proc.poll() == 0 for proc in procs):
+                return
+            # the main thread, whose collective failed, reports a dead rank (and one that got a signal
+            # itself reports that); if it has not within 3 s, it is stuck (e.g. in the rendezvous)
+            if self.failure() and not interrupts.signalled() and not self.done.wait(3.0):
+                self._fail(procs)
+
+    def failure(self, wait_s: float = 0.0) -> str | None:
+        """Why a rank this process launched stopped, if one did (waiting up to `wait_s` to see it)."""
+        procs = list(getattr(self.launcher, "procs", None) or [])
+        deadline = time.monotonic() + wait_s
+        while True:
+            failed = [(rank, proc) for rank, proc in enumerate(procs, 1) if proc.poll()]
+            if failed:
+                rank, proc = failed[0]
+                return f"DDP rank {rank} (pid {proc.pid}) stopped: {exit_reason(proc.returncode)}"
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+
+    def _fail(self, procs: list[subprocess.Popen]) -> None:
+        message = self.failure() or "a DDP rank stopped"
+        if self.on_failure is not None:
+            message = self.on_failure(message)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        self._signal(procs)
+        os._exit(1)
+
+    @staticmethod
+    def _signal(procs: list[subprocess.Popen]) -> bool:
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.send_signal(signal.SIGTERM)
+        return True
+
+    def _watch_launcher(self, parent: int) -> None:
+        while os.getppid() == parent:
+            if self.done.wait(self.period_s):
+                return
+        print(f"error: DDP rank 0 (pid {parent}) is gone; this rank stops too", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+def retire_lightning_observer() -> None:
+    """Stop Lightning's child-process observer, which RankWatch replaces: it would SIGKILL this
+    process (while it records the run) as soon as a rank it was asked to stop has exited."""
+    for thread in threading.enumerate():
+        if thread.name == "child-process-observer" and hasattr(thread, "_run"):
+            thread._run = lambda: True  # its loop ends at its next look, without a signal
+
+
+def exit_reason(code: int) -> str:
+    """An exit status in words: 'exit code 1', 'signal SIGTERM'."""
+    signum = -code if code < 0 else code - 128 if code > 128 else None
+    if signum is not None and signum in signal.Signals._value2member_map_:
+        return f"signal {signal.Signals(signum).name}"
+    return f"exit code {code}"

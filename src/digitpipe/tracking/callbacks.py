@@ -1,0 +1,68 @@
+"""What the MLflow run shows besides Lightning's metrics: config, summary, data, device, system load."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from digitpipe.tracking.logger import store_failures
+from digitpipe.tracking.metadata import flatten_config
+from digitpipe.tracking.run import TrackedRun
+
+
+class RunMetadata(L.Callback):
+    """Logs the config (flat params + YAML), model summary, the data's DVC md5 and device into a new run.
+
+    It runs at fit start, after prepare_data: a run whose data could not be prepared records nothing.
+    A resumed run has them from its first attempt (and MLflow refuses to change a param).
+    """
+
+    def __init__(self, run: TrackedRun, cfg: DictConfig) -> None:
+        self.run, self.cfg = run, cfg
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.run.resumed:
+            return
+        client, run_id = self.run.store.client, self.run.run_id
+        with store_failures(self.run.store.uri, "recording the run's config"):
+            trainer.logger.log_hyperparams(flatten_config(self.cfg))
+            client.log_text(run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
+            client.log_text(run_id, pl_module.summary(), "model_summary.txt")
+            client.set_tag(run_id, "data.md5", trainer.datamodule.data_md5)  # known after setup
+            device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+            client.set_tag(run_id, "device.type", device)
+            client.set_tag(run_id, "device.count", str(trainer.world_size))
+
+
+class SystemMetrics(L.Callback):
+    """MLflow's CPU/memory/disk/network (and NVIDIA GPU) sampling into the run while it trains.
+
+    Samples come from `mlflow.system_metrics` and appear as `system/...` metrics beside the
+    training curves. Only global rank 0 samples, so multi-node runs show the first node's figures.
+    """
+
+    def __init__(self, interval_s: float, run: TrackedRun) -> None:
+        self.interval_s, self.run, self.monitor = interval_s, run, None
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.monitor = SystemMetricsMonitor(
+            self.run.run_id, sampling_interval=self.interval_s, tracking_uri=self.run.store.uri,
+            resume_logging=self.run.resumed,  # a resumed run's samples continue its step numbers
+        )  # fmt: skip
+        self.monitor.start()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, err: BaseException) -> None:
+        self._stop()  # no sampling thread outlives a failed or interrupted fit
+
+    def _stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()  # joins the thread and flushes the last samples
+            self.monitor = None

@@ -1,0 +1,67 @@
+"""What a run is called and tagged with: the config that made it, the code, the process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from digitpipe.io import file_digest
+from digitpipe.paths import workspace_root
+from digitpipe.tracking.owner import Owner
+
+
+def run_name(cfg: DictConfig) -> str:
+    """Say what was trained: activation, optimizer and learning rate."""
+    if cfg.mlflow.run_name:
+        return cfg.mlflow.run_name
+    optimizer = cfg.optimizer._target_.rsplit(".", 1)[-1].lower()
+    return f"{cfg.model.activation}-{optimizer}-lr{cfg.optimizer.lr:g}"
+
+
+def flatten_config(cfg: DictConfig) -> dict[str, Any]:
+    """Dotted keys, the same spelling as a Hydra override (model.activation=...)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def file_md5(path: Path) -> str:
+    """The hash DVC records for a file output (md5 of its bytes)."""
+    return file_digest(path, "md5")
+
+
+def git_state() -> dict[str, str]:
+    """Commit and dirty flag of the workspace, as MLflow tags; empty outside a git repo."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=workspace_root(), capture_output=True, text=True)
+        if out.returncode:
+            raise OSError(out.stderr)
+        return out.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except OSError:
+        return {}
+    return {"mlflow.source.git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+def run_tags() -> dict[str, str]:
+    """Git state, the DVC experiment, and the owning process (host, PID, start time)."""
+    tags = {**git_state(), **Owner.current().tags()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags

@@ -1,0 +1,144 @@
+"""The MLflow store: where it is (decided once per stage), whether it answers, and getting it ready."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from digitpipe.errors import ConfigError
+from digitpipe.paths import project_root
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+# MLflow's client retries a failed HTTP request 7 times with exponential backoff and a 120 s timeout:
+# minutes of silence when a tracking server dies. mlflow.http in conf/ bounds it.
+HTTP_ENV = {
+    "timeout_s": "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "backoff_factor": "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+}
+
+
+def tracking_uri(configured: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project root."""
+    uri = configured or env.get(TRACKING_ENV)
+    return uri or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def artifact_location(uri: str) -> str | None:
+    """Local stores keep artifacts beside mlflow.db (not under whatever cwd created the experiment)."""
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        return (project_root() / "mlruns").as_uri()
+    return None  # a tracking server decides
+
+
+def limit_http_retries(http: Mapping[str, Any]) -> None:
+    """Bound MLflow's HTTP retries (read by MLflow at request time; inherited by DDP ranks)."""
+    for key, variable in HTTP_ENV.items():
+        os.environ[variable] = str(http[key])
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds with one line when a tracking server is down or is not an MLflow server."""
+    if not is_server(uri):
+        return
+    local = f"unset {TRACKING_ENV} to log to sqlite:///mlflow.db in the project root"
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            body = response.read(64).decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return  # an MLflow server behind authentication: the client sends the credentials
+        body = f"HTTP {err.code}"
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or {local}"
+        ) from err
+    if body != "OK":  # MLflow's /health answers exactly "OK"
+        raise ConfigError(
+            f"{uri} answers but is not an MLflow tracking server (GET /health gave {body[:40]!r}); "
+            f"check the URL, or {local}"
+        )
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// store, else None."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database).resolve() if database else None
+
+
+def store_lock(uri: str) -> AbstractContextManager:
+    """A lock beside a sqlite store: MLflow creates and migrates its tables on first use, and two
+    processes doing that at once fail (`duplicate column name`)."""
+    database = sqlite_path(uri)
+    if database is None:
+        return nullcontext()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{database}.lock")
+
+
+@dataclass(frozen=True)
+class Store:
+    """A ready MLflow store and the project's experiment in it."""
+
+    uri: str
+    experiment_id: str
+
+    @property
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.uri)
+
+
+def open_store(mlflow_cfg: Mapping[str, Any]) -> Store:
+    """Reachable, tables created and migrated once, the experiment there: ready for concurrent runs."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(mlflow_cfg["tracking_uri"])
+    limit_http_retries(mlflow_cfg["http"])
+    check_reachable(uri)
+    name = mlflow_cfg["experiment_name"]
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(name)  # creates/migrates the tracking tables
+        client.search_registered_models(max_results=1)  # ... and the model registry's
+        if experiment is None:
+            experiment_id = _create_experiment(client, name, artifact_location(uri))
+        elif experiment.lifecycle_stage == "deleted":
+            raise ConfigError(
+                f"MLflow experiment {name!r} is deleted in {uri}; restore it "
+                f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
+                "or choose another mlflow.experiment_name"
+            )
+        else:
+            experiment_id = experiment.experiment_id
+    return Store(uri, experiment_id)
+
+
+def _create_experiment(client, name: str, location: str | None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name, location)
+    except MlflowException:  # created meanwhile by another process on a tracking server
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id

@@ -1,0 +1,60 @@
+"""Callbacks that stop a fit: a loss that is no longer finite, and SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import threading
+
+import lightning as L
+import torch
+
+from digitpipe import interrupts
+from digitpipe.errors import DivergedError
+
+
+class DivergenceGuard(L.Callback):
+    """Stop at a non-finite training loss, with one line, before anything is saved.
+
+    The check needs the loss on the host; to spare accelerators a sync every step, losses are
+    combined on the device and looked at on the logging steps and before each epoch's checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.finite: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx):
+        finite = torch.isfinite(outputs["loss"].detach())
+        self.finite = finite if self.finite is None else self.finite & finite
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)  # before ModelCheckpoint saves the epoch (it runs after this hook)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self.finite is None or bool(self.finite):
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        raise DivergedError(
+            f"training diverged: the training loss became NaN or infinite by step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch + 1}, learning rate {lr:g}); lower optimizer.lr or change "
+            "the optimizer. No checkpoint of it is kept and the run is marked FAILED"
+        )
+
+
+class StopOnSignal(L.Callback):
+    """Puts this project's SIGINT/SIGTERM handling back after Lightning installs its own (which exits
+    with status 0 after SIGTERM and, under DDP, broadcasts from inside the handler: ranks in different
+    collectives then wait for each other forever). The ranks learn of it from RankWatch."""
+
+    def _install(self, trainer: L.Trainer) -> None:
+        if threading.current_thread() is threading.main_thread():
+            interrupts.install()
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install(trainer)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install(trainer)

@@ -1,0 +1,128 @@
+"""Whether a training starts a new run or continues an interrupted one (`resume=auto|true|false|<run id>`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+import digitpipe
+from digitpipe.errors import ConfigError
+from digitpipe.tracking.metadata import flatten_config
+from digitpipe.training.checkpoints import RunDir, interrupted_runs, read_run_state
+
+# Settings that do not change what is trained; a resume may differ in them.
+NOT_RESULT = ("resume", "mlflow.", "paths.", "data.download.", "callbacks.progress_bar.", "test_after_fit")
+PLAN_ENV = "DIGITPIPE_RESUME_CHECKPOINT"  # the launcher's decision, for the DDP ranks it starts
+
+
+def code_digest() -> str:
+    """sha256 over the package's source: a checkpoint resumes only under the code that made it."""
+    package = Path(digitpipe.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """What makes two trainings the same: every setting that changes the result, and the code."""
+    config = {k: v for k, v in flatten_config(cfg).items() if not k.startswith(NOT_RESULT)}
+    return {"config": config, "code": code_digest()}
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two identities ("model.activation relu -> sigmoid")."""
+    if not saved:
+        return ["it was made by an older version that did not record its config"]
+    old, new = saved.get("config", {}), current["config"]
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    found = [f"{k} {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in changed]
+    if saved.get("code") != current["code"]:
+        found.append("the code in src/digitpipe")
+    return found
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Continue `run_dir`'s run from its last checkpoint, or (run_dir None) start a new run."""
+
+    run_dir: RunDir | None = None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return self.run_dir.last if self.run_dir else None
+
+
+def externally_launched() -> bool:
+    """Started by torchrun or SLURM with the other ranks: no rank can tell the others its choice."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and PLAN_ENV not in os.environ
+
+
+def plan_start(mode: Any, root: Path, current: dict[str, Any], is_launcher: bool) -> Plan:
+    """Decide on the launching process; DDP ranks it starts read the decision from the environment."""
+    if mode not in (True, False, "auto") and not isinstance(mode, str):
+        raise ConfigError(
+            f"resume={mode!r} is invalid: use auto, true, false or the id of an interrupted run"
+        )
+    if PLAN_ENV in os.environ and not is_launcher:
+        checkpoint = os.environ[PLAN_ENV]
+        return Plan(RunDir(Path(checkpoint).parent) if checkpoint else None)
+    if mode is False:
+        return Plan()
+    if isinstance(mode, str) and mode != "auto":
+        return _named(RunDir(root / mode), current, check_owner=is_launcher)
+    if externally_launched():
+        if mode is True:
+            raise ConfigError("under torchrun or SLURM every rank must know the run: resume=<run id>")
+        return Plan()
+    candidates = interrupted_runs(root)
+    if mode is True:
+        if not candidates:
+            raise ConfigError(
+                f"resume=true, but {root}/ holds no interrupted training; resume=false starts one"
+            )
+        return _named(candidates[0], current, check_owner=False)
+    return _automatic(candidates, current)
+
+
+def _named(run_dir: RunDir, current: dict[str, Any], check_owner: bool) -> Plan:
+    if not run_dir.last.is_file():
+        raise ConfigError(f"resume={run_dir.run_id}: {run_dir.last} does not exist")
+    if check_owner and run_dir.is_held():
+        raise ConfigError(f"resume={run_dir.run_id}: that training is still running")
+    found = differences(read_run_state(run_dir.last).get("identity", {}), current)
+    if found:
+        raise ConfigError(
+            f"cannot resume run {run_dir.run_id}: this config differs from the one it was trained with "
+            f"({'; '.join(found)}); rerun with its settings, or resume=false to start a new run"
+        )
+    return Plan(run_dir)
+
+
+def _automatic(candidates: list[RunDir], current: dict[str, Any]) -> Plan:
+    notices = []
+    for run_dir in candidates:
+        try:
+            found = differences(read_run_state(run_dir.last).get("identity", {}), current)
+        except Exception as err:  # a damaged leftover must not stop a new training
+            notices.append(f"{run_dir.path} is unreadable ({err}); ignoring it")
+            continue
+        if not found:
+            return Plan(run_dir, notices)
+        notices.append(
+            f"{run_dir.path} holds an interrupted training with other settings ({'; '.join(found[:3])}); "
+            f"starting a new run (resume={run_dir.run_id} with its settings continues it)"
+        )
+    return Plan(None, notices)
+
+
+def announce(plan: Plan) -> None:
+    for notice in plan.notices:
+        print(f"note: {notice}", file=sys.stderr, flush=True)

@@ -1,0 +1,70 @@
+"""Stage outputs: valid JSON always, the history of a resumed training, a set replaced as one."""
+
+import json
+import os
+
+import pytest
+
+from digitpipe import io as atomic
+from digitpipe.training.history import EpochHistoryLogger
+from digitpipe.training.publish import publish
+
+
+def strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_numbers_are_written_as_null_so_the_json_stays_valid(tmp_path):
+    atomic.write_json(tmp_path / "m.json", {"test/loss": float("nan"), "a": [float("inf"), 1.5], "n": 3})
+    assert strict_json((tmp_path / "m.json").read_text()) == {"test/loss": None, "a": [None, 1.5], "n": 3}
+
+
+def test_a_resumed_history_continues_from_the_checkpoints_rows_without_repeating_an_epoch(tmp_path):
+    history = EpochHistoryLogger(tmp_path / "history.csv")
+    history.log_metrics({"epoch": 0, "train/loss": 0.9, "val/acc": 0.5}, step=9)
+    history.log_metrics({"epoch": 1, "train/loss": 0.7}, step=19)  # the epoch the kill interrupted
+    resumed = EpochHistoryLogger(tmp_path / "history.csv")
+    resumed.restore([{"epoch": 1, "train/loss": 0.9, "val/acc": 0.5}])  # what last.ckpt holds
+    resumed.log_metrics({"epoch": 1, "train/loss": 0.6, "val/acc": 0.8}, step=19)
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert lines == ["epoch,train/loss,train/acc,val/loss,val/acc,train/lr", "1,0.9,,,0.5,", "2,0.6,,,0.8,"]
+
+
+def outputs(tmp_path, tag: str) -> dict:
+    return {tmp_path / "models" / "best.ckpt": f"{tag} weights".encode(),
+            tmp_path / "reports" / "run.json": f'{{"run_id": "{tag}"}}'.encode()}  # fmt: skip
+
+
+def test_publishing_replaces_every_output_and_retires_the_run_directory(tmp_path):
+    first = tmp_path / "run1"
+    first.mkdir()
+    publish(outputs(tmp_path, "old"), tmp_path / "lock", lambda: None, retire=first)
+    recorded = []
+    run_dir = tmp_path / "run2"
+    run_dir.mkdir()
+    publish(outputs(tmp_path, "new"), tmp_path / "lock", lambda: recorded.append("FINISHED"), retire=run_dir)
+    assert (tmp_path / "models" / "best.ckpt").read_bytes() == b"new weights"
+    assert json.loads((tmp_path / "reports" / "run.json").read_text()) == {"run_id": "new"}
+    assert recorded == ["FINISHED"] and not run_dir.exists()
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or ".finished" in p.name]
+    assert leftovers == []
+
+
+def test_when_the_run_cannot_be_recorded_no_output_changes(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    publish(outputs(tmp_path, "old"), tmp_path / "lock", lambda: None, retire=run_dir)
+    run_dir.mkdir()
+
+    def store_down() -> None:
+        raise OSError("tracking server gone")
+
+    with pytest.raises(OSError):
+        publish(outputs(tmp_path, "new"), tmp_path / "lock", store_down, retire=run_dir)
+    assert (tmp_path / "models" / "best.ckpt").read_bytes() == b"old weights"
+    assert run_dir.is_dir()  # kept: the training can be resumed and recorded later
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+    assert os.listdir(tmp_path / "models") == ["best.ckpt"]

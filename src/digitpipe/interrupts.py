@@ -26,6 +26,7 @@ class _Delivery:
     raised = False  # an Interrupted is on its way: a second signal ends the process at once
     deferring = 0  # inside deferred(): hold the signal back
     pending: int | None = None
+    forwarders: list[Callable[[int], None]] = []  # told first (e.g. to pass the signal to child processes)
 
 
 _delivery = _Delivery()
@@ -54,7 +55,15 @@ class Interrupted(BaseException):
         return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
+def forward_to(forwarder: Callable[[int], None]) -> Callable[[], None]:
+    """Have `forwarder(signum)` called on SIGINT/SIGTERM before Interrupted is raised; returns the undo."""
+    _delivery.forwarders.append(forwarder)
+    return lambda: _delivery.forwarders.remove(forwarder)
+
+
 def raise_interrupted(signum: int, frame: object) -> None:
+    for forwarder in list(_delivery.forwarders):
+        forwarder(signum)
     if _delivery.raised:
         _hard_exit(signum, "second signal")
     if _delivery.deferring:

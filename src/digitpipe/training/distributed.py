@@ -96,11 +96,14 @@ class RankWatch:
     """
 
     def __init__(self, trainer: L.Trainer, on_failure: Callable[[str], str] | None, period_s: float = 0.5):
-        self.launcher, self.on_failure, self.period_s = trainer.strategy.launcher, on_failure, period_s
-        self.done = threading.Event()
+        self.trainer, self.launcher = trainer, trainer.strategy.launcher
+        self.on_failure, self.period_s = on_failure, period_s
+        self.done, self.forwarded = threading.Event(), threading.Lock()
+        self.stop_forwarding: Callable[[], None] = lambda: None
         launched_by = os.environ.get(LAUNCHED_ENV)
         if hasattr(self.launcher, "procs") and launched_by == str(os.getpid()):
             target, args = self._watch_ranks, ()
+            self.stop_forwarding = interrupts.forward_to(self.forward)
         elif launched_by and launched_by != str(os.getpid()):
             target, args = self._watch_launcher, (int(launched_by),)
         else:
@@ -109,16 +112,21 @@ class RankWatch:
 
     def stop(self) -> None:
         self.done.set()
+        self.stop_forwarding()
+
+    def forward(self, signum: int) -> None:
+        """Pass a SIGTERM on to the ranks, once (a terminal's Ctrl-C reaches each of them by itself)."""
+        if signum == signal.SIGTERM and self.forwarded.acquire(blocking=False):
+            self._signal(list(getattr(self.launcher, "procs", None) or []))
 
     def _watch_ranks(self) -> None:
-        forwarded = False
         while not self.done.wait(self.period_s):
             procs = list(self.launcher.procs)
             if not procs:
                 continue  # not launched yet
             retire_lightning_observer()
-            if not forwarded and interrupts.signalled(signal.SIGTERM):
-                forwarded = self._signal(procs)
+            if interrupts.signalled(signal.SIGTERM):
+                self.forward(signal.SIGTERM)  # the main thread may be stuck in native code
             if all(proc.poll() == 0 for proc in procs):
                 return
             # the main thread, whose collective failed, reports a dead rank (and one that got a signal
@@ -130,7 +138,7 @@ class RankWatch:
         """Why a rank this process launched stopped, if one did (waiting up to `wait_s` to see it)."""
         procs = list(getattr(self.launcher, "procs", None) or [])
         deadline = time.monotonic() + wait_s
-        while True:
+        while procs:
             failed = [(rank, proc) for rank, proc in enumerate(procs, 1) if proc.poll()]
             if failed:
                 rank, proc = failed[0]
@@ -138,6 +146,7 @@ class RankWatch:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.1)
+        return None
 
     def _fail(self, procs: list[subprocess.Popen]) -> None:
         message = self.failure() or "a DDP rank stopped"
@@ -147,13 +156,22 @@ class RankWatch:
         self._signal(procs)
         os._exit(1)
 
+    def lost_peer(self, err: BaseException) -> str | None:
+        """On a rank this process did not launch: a collective that failed because another rank is gone."""
+        if self.on_failure is not None or not isinstance(err, RuntimeError):
+            return None
+        text = str(err)
+        gone = ("Connection closed by peer", "Connection reset")
+        if isinstance(err, dist.DistError) or any(words in text for words in gone):
+            return f"DDP rank {self.trainer.global_rank} lost the other ranks ({text.splitlines()[0][-120:]})"
+        return None
+
     @staticmethod
-    def _signal(procs: list[subprocess.Popen]) -> bool:
+    def _signal(procs: list[subprocess.Popen]) -> None:
         for proc in procs:
             if proc.poll() is None:
                 with contextlib.suppress(OSError):
                     proc.send_signal(signal.SIGTERM)
-        return True
 
     def _watch_launcher(self, parent: int) -> None:
         while os.getppid() == parent:

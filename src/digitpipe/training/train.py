@@ -213,7 +213,7 @@ def fit(cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir, plan: Plan) ->
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
         except Exception as err:  # under DDP: a collective fails when another rank has died
-            if reason := watch.failure(wait_s=2.0):
+            if reason := watch.failure(wait_s=2.0) or watch.lost_peer(err):
                 raise RankFailed(reason) from err
             raise
         rows = [history.rows[e] for e in sorted(history.rows)]

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 
 from digitpipe.data.datamodule import scale_images
 from digitpipe.paths import workspace_root
-from digitpipe.training.train import build_callbacks, build_datamodule, build_model
+from digitpipe.training.build import build_callbacks, build_datamodule, build_model
 
 
 def plain_epoch(cfg, datamodule) -> float:

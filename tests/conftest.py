@@ -100,6 +100,17 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def project_with_raw_files(dest: Path, raw: dict[str, bytes]) -> tuple[Path, list[str]]:
+    """A project copy whose data/raw holds `raw` (as the download stage leaves it), and the overrides
+    that make its config expect those files."""
+    project = copy_project(dest)
+    raw_dir = project / "data" / "raw"
+    raw_dir.mkdir(parents=True)
+    for key, content in raw.items():
+        (raw_dir / FILE_NAMES[key]).write_bytes(content)
+    return project, [f"data.files.{k}.sha256={v['sha256']}" for k, v in files_config(raw).items()]
+
+
 def git(cwd: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip

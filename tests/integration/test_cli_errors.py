@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..artifacts import RunsACommand, black_png, checkpoint_dict, save_checkpoint
-from ..conftest import FILE_NAMES, copy_project, files_config, run_cli, tiny_overrides
+from ..conftest import FILE_NAMES, copy_project, files_config, project_with_raw_files, run_cli, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -112,15 +112,11 @@ def test_train_prepares_missing_data_and_fails_cleanly_without_a_mirror(project,
 
 
 def test_preprocess_refuses_a_raw_file_with_a_flipped_byte(tmp_path, tiny_raw):
-    project = copy_project(tmp_path / "p")
+    project, overrides = project_with_raw_files(tmp_path / "p", tiny_raw)
     raw_dir = project / "data" / "raw"
-    raw_dir.mkdir(parents=True)
-    for key, content in tiny_raw.items():
-        (raw_dir / FILE_NAMES[key]).write_bytes(content)
     flipped = bytearray(tiny_raw["train_images"])
     flipped[1000] ^= 0xFF  # a pixel: the IDX file still parses
     (raw_dir / FILE_NAMES["train_images"]).write_bytes(flipped)
-    overrides = [f"data.files.{k}.sha256={v['sha256']}" for k, v in files_config(tiny_raw).items()]
     result = run_cli(["python", "src/preprocess.py", *overrides, "data.val_size=100"], cwd=project)
     expected, actual = files_config(tiny_raw)["train_images"]["sha256"], hashlib.sha256(flipped).hexdigest()
     assert result.returncode == 2
@@ -135,12 +131,8 @@ def test_preprocess_refuses_a_raw_file_with_a_flipped_byte(tmp_path, tiny_raw):
 
 
 def test_preprocess_rejects_a_seed_that_is_not_an_integer_before_any_work(tmp_path, tiny_raw):
-    project = copy_project(tmp_path / "p")
+    project, overrides = project_with_raw_files(tmp_path / "p", tiny_raw)
     raw_dir = project / "data" / "raw"
-    raw_dir.mkdir(parents=True)
-    for key, content in tiny_raw.items():
-        (raw_dir / FILE_NAMES[key]).write_bytes(content)
-    overrides = [f"data.files.{k}.sha256={v['sha256']}" for k, v in files_config(tiny_raw).items()]
     args = ["python", "src/preprocess.py", *overrides, "data.val_size=100", "seed=abc"]
     result = run_cli(args, cwd=project)
     assert_one_clear_line(result, "seed='abc' is invalid: the seed must be an integer")

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from digitpipe.data.datamodule import scale_images
 from digitpipe.data.source import dataset_source
 from digitpipe.evaluation.metrics import evaluate_logits, predict_logits
-from digitpipe.models.classifier import load_classifier
+from digitpipe.models.checkpoint import load_classifier
 
 from ..conftest import ROOT, compose_config, copy_project, free_port, run_cli
 from ..support import write_indexed_dataset
@@ -40,7 +40,7 @@ def project(tmp_path_factory):
 def train_ddp(project: Path, experiment: str, *extra: str, record: Path | None = None, multirun=False):
     args = ["python", "src/train.py", *(["-m"] if multirun else [])]
     args += ["trainer=ddp_cpu", "trainer.max_epochs=2", "data.batch_size=32", "data.eval_batch_size=25"]
-    args += ["callbacks.progress_bar.refresh_rate=0", "test_after_fit=true"]
+    args += ["callbacks.progress_bar.refresh_rate=0", "test_after_fit=true", "mlflow.log_model=false"]
     args += [f"mlflow.experiment_name={experiment}"]
     args += list(extra)
     if record:
@@ -152,6 +152,7 @@ def torchrun(project: Path, experiment: str, node_rank: int, nnodes: int, nproc:
     command += [
         "trainer.max_epochs=1",
         "callbacks.progress_bar.refresh_rate=0",
+        "mlflow.log_model=false",
         f"mlflow.experiment_name={experiment}",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -185,7 +186,7 @@ def test_sigterm_to_one_rank_ends_every_rank_within_seconds_and_closes_the_run(p
     both ranks waited for each other forever (0% CPU), ignoring further SIGTERMs."""
     marker = tmp_path / "signalled"
     args = ["python", "src/train.py", "trainer=ddp_cpu", "trainer.max_epochs=50", "data.batch_size=32",
-            "data.eval_batch_size=25", "callbacks.progress_bar.refresh_rate=0",
+            "data.eval_batch_size=25", "callbacks.progress_bar.refresh_rate=0", "mlflow.log_model=false",
             f"mlflow.experiment_name=term{rank}",
             "+callbacks.kill._target_=tests.support.SignalOnce", "+callbacks.kill.signal=SIGTERM",
             "+callbacks.kill.epoch=1", "+callbacks.kill.batch=3", f"+callbacks.kill.rank={rank}",

@@ -4,18 +4,13 @@ import hashlib
 
 import pytest
 
-from ..conftest import FILE_NAMES, copy_project, files_config, run_cli
+from ..conftest import project_with_raw_files, run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def test_preprocess_twice_writes_byte_identical_outputs(tmp_path, tiny_raw):
-    project = copy_project(tmp_path / "p")
-    raw_dir = project / "data" / "raw"
-    raw_dir.mkdir(parents=True)
-    for key, content in tiny_raw.items():
-        (raw_dir / FILE_NAMES[key]).write_bytes(content)
-    overrides = [f"data.files.{k}.sha256={v['sha256']}" for k, v in files_config(tiny_raw).items()]
+    project, overrides = project_with_raw_files(tmp_path / "p", tiny_raw)
     outputs = [project / "data" / "processed" / name for name in ("mnist.pt", "stats.json")]
     md5s = []
     for _ in range(2):

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from digitpipe.data.datamodule import scale_images
 from digitpipe.data.download import MIRROR_ENV
-from digitpipe.models.classifier import load_classifier
+from digitpipe.models.checkpoint import load_classifier
 from digitpipe.models.predictor import predictor_from_checkpoint
 from digitpipe.training.train import train
 
@@ -28,6 +28,7 @@ def tiny_cfg(tmp_path, tiny_mirror, tiny_raw, monkeypatch):
     overrides = tiny_overrides(tiny_raw, tmp_path) + [
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
         "callbacks.progress_bar.refresh_rate=0",
+        "mlflow.log_model=false",  # the logged model is tested in test_dvc_pipeline and test_mlflow_server
     ]
     return lambda *extra: compose_config([*overrides, *extra])
 

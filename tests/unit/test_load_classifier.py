@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from digitpipe.errors import DataError
-from digitpipe.models.classifier import DigitClassifier, load_classifier
+from digitpipe.models.checkpoint import load_classifier
+from digitpipe.models.classifier import DigitClassifier
 
 from ..artifacts import HPARAMS, RunsACommand, checkpoint_dict, save_checkpoint
 

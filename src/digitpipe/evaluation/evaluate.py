@@ -20,7 +20,8 @@ from digitpipe.errors import DataError, TrackingError
 from digitpipe.evaluation.metrics import Evaluation, evaluate_logits, predict_logits
 from digitpipe.evaluation.model_figures import activation_figure, feature_map_figures, filters_figure
 from digitpipe.evaluation.plots import confusion_figure, curves_figure, misclassified_figure
-from digitpipe.models.classifier import DigitClassifier, load_classifier
+from digitpipe.models.checkpoint import load_classifier
+from digitpipe.models.classifier import DigitClassifier
 from digitpipe.paths import resolve
 from digitpipe.tracking.logger import store_failures
 from digitpipe.tracking.owner import close_dead_runs

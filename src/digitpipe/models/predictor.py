@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from digitpipe.models.classifier import load_classifier
+from digitpipe.models.checkpoint import load_classifier
 
 
 class DigitPredictor(nn.Module):

@@ -31,6 +31,9 @@ def log_model(run: TrackedRun, model: torch.nn.Module, example: Any, registered_
             info = mlflow.pytorch.log_model(
                 model, name="model", serialization_format="pt2", input_example=example,
                 registered_model_name=registered_name or None,
+                # the flavor's own pins (torch, cloudpickle): inferring them imports the model in a
+                # subprocess, ~15 s per training on two cores
+                pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
             )  # fmt: skip
         finally:
             mlflow.end_run(status="RUNNING")  # the fluent API would end it FINISHED: TrackedRun decides

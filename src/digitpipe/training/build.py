@@ -1,0 +1,72 @@
+"""The objects a training is made of, from the config: model, data, callbacks, loggers, Trainer."""
+
+from __future__ import annotations
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from digitpipe.data.datamodule import DigitsDataModule
+from digitpipe.data.source import dataset_source
+from digitpipe.models.classifier import DigitClassifier
+from digitpipe.tracking.callbacks import RunMetadata, SystemMetrics
+from digitpipe.tracking.logger import RunLogger
+from digitpipe.tracking.run import TrackedRun
+from digitpipe.training.checkpoints import RunDir, RunState, checkpoint_callbacks
+from digitpipe.training.distributed import per_device_batch_size, scaled_lr
+from digitpipe.training.guards import DivergenceGuard, StopOnSignal
+from digitpipe.training.history import EpochHistoryLogger
+from digitpipe.training.resume import identity
+
+MONITOR = "val/acc"
+
+
+def build_model(cfg: DictConfig, world_size: int = 1) -> DigitClassifier:
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    lr = scaled_lr(cfg.optimizer.lr, world_size, cfg.distributed.scale_lr)
+    return DigitClassifier(
+        activation=cfg.model.activation,
+        negative_slope=cfg.model.negative_slope,
+        num_classes=cfg.data.num_classes,
+        image_size=cfg.data.image_size,
+        init=cfg.model.init,
+        standardize=cfg.data.normalize,
+        optimizer=instantiate(cfg.optimizer, lr=lr),
+        scheduler=scheduler,
+    )
+
+
+def build_datamodule(cfg: DictConfig, world_size: int = 1) -> DigitsDataModule:
+    d = cfg.data
+    batch_size = per_device_batch_size(d.batch_size, world_size, cfg.distributed.batch_scope)
+    return DigitsDataModule(dataset_source(cfg), batch_size, d.eval_batch_size)
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    return [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
+
+
+def build_trainer(
+    cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir
+) -> tuple[L.Trainer, ModelCheckpoint, EpochHistoryLogger]:
+    """A Trainer writing into `run_dir`; on DDP ranks other than 0, `run` is None and nothing is logged."""
+    best, last = checkpoint_callbacks(run_dir, MONITOR)
+    history = EpochHistoryLogger(run_dir.history)
+    run_id = run.run_id if run else None
+    callbacks = [best, last, RunState(run_id, identity(cfg), history), DivergenceGuard(), StopOnSignal()]
+    loggers: list = [history]
+    if run is not None:
+        logged = run.logged_steps() if run.resumed else {}
+        loggers.insert(0, RunLogger(run, run_dir.unsent, logged))  # first: trainer.logger
+        callbacks.append(RunMetadata(run, cfg))
+        if cfg.mlflow.system_metrics_interval_s:
+            callbacks.append(SystemMetrics(cfg.mlflow.system_metrics_interval_s, run))
+    trainer_kwargs = instantiate(cfg.trainer, _convert_="all")  # a strategy node becomes an object
+    trainer = L.Trainer(
+        **trainer_kwargs,
+        logger=loggers,
+        callbacks=[*callbacks, *build_callbacks(cfg)],
+        enable_model_summary=False,
+    )
+    return trainer, best, history

@@ -1,0 +1,133 @@
+"""Every DDP rank ends within seconds when one of them dies or is stopped, and the run says why."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch.distributed as dist
+
+from digitpipe import interrupts
+from digitpipe.training.distributed import LAUNCHED_ENV
+
+
+class RankWatch:
+    """Ends a DDP training within a second or two when one of its processes dies, with one line.
+
+    Lightning's launcher looks at the ranks it started every 5 s and then SIGKILLs every process,
+    its own included, so the run could never be marked; a rank whose peer is gone may instead wait
+    in a collective (or the rendezvous) for gloo's 30-minute timeout. Here the launching process
+    (global rank 0) checks its ranks every `period_s` from the moment they exist. If one died, its
+    main thread, whose next collective fails, reports `failure()` in one line; if that thread is stuck
+    (e.g. in the rendezvous), this one marks the run FAILED (`on_failure`) and exits. If this process
+    got a SIGTERM, it passes it on, even while its main thread is stuck in native code. A rank it
+    started exits when it is gone.
+    """
+
+    def __init__(self, trainer: L.Trainer, on_failure: Callable[[str], str] | None, period_s: float = 0.5):
+        self.trainer, self.launcher = trainer, trainer.strategy.launcher
+        self.on_failure, self.period_s = on_failure, period_s
+        self.done, self.forwarded = threading.Event(), threading.Lock()
+        self.stop_forwarding: Callable[[], None] = lambda: None
+        launched_by = os.environ.get(LAUNCHED_ENV)
+        if hasattr(self.launcher, "procs") and launched_by == str(os.getpid()):
+            target, args = self._watch_ranks, ()
+            self.stop_forwarding = interrupts.forward_to(self.forward)
+        elif launched_by and launched_by != str(os.getpid()):
+            target, args = self._watch_launcher, (int(launched_by),)
+        else:
+            return  # one process, or ranks started by torchrun/SLURM, which watch them
+        threading.Thread(target=target, args=args, daemon=True, name="rank-watch").start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.stop_forwarding()
+
+    def forward(self, signum: int) -> None:
+        """Pass a SIGTERM on to the ranks, once (a terminal's Ctrl-C reaches each of them by itself)."""
+        if signum == signal.SIGTERM and self.forwarded.acquire(blocking=False):
+            self._signal(list(getattr(self.launcher, "procs", None) or []))
+
+    def _watch_ranks(self) -> None:
+        while not self.done.wait(self.period_s):
+            procs = list(self.launcher.procs)
+            if not procs:
+                continue  # not launched yet
+            retire_lightning_observer()
+            if interrupts.signalled(signal.SIGTERM):
+                self.forward(signal.SIGTERM)  # the main thread may be stuck in native code
+            if all(proc.poll() == 0 for proc in procs):
+                return
+            # the main thread, whose collective failed, reports a dead rank (and one that got a signal
+            # itself reports that); if it has not within 3 s, it is stuck (e.g. in the rendezvous)
+            if self.failure() and not interrupts.signalled() and not self.done.wait(3.0):
+                self._fail(procs)
+
+    def failure(self, wait_s: float = 0.0) -> str | None:
+        """Why a rank this process launched stopped, if one did (waiting up to `wait_s` to see it)."""
+        procs = list(getattr(self.launcher, "procs", None) or [])
+        deadline = time.monotonic() + wait_s
+        while procs:
+            failed = [(rank, proc) for rank, proc in enumerate(procs, 1) if proc.poll()]
+            if failed:
+                rank, proc = failed[0]
+                return f"DDP rank {rank} (pid {proc.pid}) stopped: {exit_reason(proc.returncode)}"
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+        return None
+
+    def _fail(self, procs: list[subprocess.Popen]) -> None:
+        message = self.failure() or "a DDP rank stopped"
+        if self.on_failure is not None:
+            message = self.on_failure(message)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        self._signal(procs)
+        os._exit(1)
+
+    def lost_peer(self, err: BaseException) -> str | None:
+        """On a rank this process did not launch: a collective that failed because another rank is gone."""
+        if self.on_failure is not None or not isinstance(err, RuntimeError):
+            return None
+        text = str(err)
+        gone = ("Connection closed by peer", "Connection reset")
+        if isinstance(err, dist.DistError) or any(words in text for words in gone):
+            return f"DDP rank {self.trainer.global_rank} lost the other ranks ({text.splitlines()[0][-120:]})"
+        return None
+
+    @staticmethod
+    def _signal(procs: list[subprocess.Popen]) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.send_signal(signal.SIGTERM)
+
+    def _watch_launcher(self, parent: int) -> None:
+        while os.getppid() == parent:
+            if self.done.wait(self.period_s):
+                return
+        print(f"error: DDP rank 0 (pid {parent}) is gone; this rank stops too", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+def retire_lightning_observer() -> None:
+    """Stop Lightning's child-process observer, which RankWatch replaces: it would SIGKILL this
+    process (while it records the run) as soon as a rank it was asked to stop has exited."""
+    for thread in threading.enumerate():
+        if thread.name == "child-process-observer" and hasattr(thread, "_run"):
+            thread._run = lambda: True  # its loop ends at its next look, without a signal
+
+
+def exit_reason(code: int) -> str:
+    """An exit status in words: 'exit code 1', 'signal SIGTERM'."""
+    signum = -code if code < 0 else code - 128 if code > 128 else None
+    if signum is not None and signum in signal.Signals._value2member_map_:
+        return f"signal {signal.Signals(signum).name}"
+    return f"exit code {code}"

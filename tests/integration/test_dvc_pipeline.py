@@ -10,9 +10,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
-from ..conftest import copy_project, files_config, free_port, run_cli, tiny_overrides
+from ..conftest import ROOT, copy_project, files_config, free_port, run_cli, tiny_overrides, write_mirror
 from .test_mlflow_server import start, stop
 
 pytestmark = pytest.mark.slow
@@ -53,7 +54,6 @@ def mlflow_runs(project: Path):
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory, tiny_raw):
     """A project copy on which `dvc repro` ran once with MNIST_MIRROR at a tiny generated mirror."""
-    from ..conftest import write_mirror
 
     base = tmp_path_factory.mktemp("dvc")
     project = copy_project(base / "project")
@@ -261,3 +261,30 @@ def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
     assert (tmp_path / "run.png").stat().st_size > 10_000 and (
         tmp_path / "figure.png"
     ).stat().st_size > 10_000
+
+
+def test_dvc_repro_after_an_interrupted_train_stage_resumes_it_in_the_same_run(tmp_path, tiny_raw):
+    project = copy_project(tmp_path / "project")
+    shrink_conf(project, tiny_raw)
+    # a SIGTERM in the second epoch of the train stage, once: the stage reads params.yaml
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["callbacks"]["kill"] = {"_target_": "tests.support.SignalOnce", "signal": "SIGTERM", "epoch": 1,
+                                   "batch": 2, "marker": str(tmp_path / "signalled")}  # fmt: skip
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw)), "PYTHONPATH": str(ROOT)}
+
+    stopped = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert stopped.returncode != 0
+    assert "failed to reproduce 'train'" in stopped.stderr and "exited with 143" in stopped.stderr
+    client, (run,) = mlflow_runs(project)
+    assert run.info.status == "KILLED"
+
+    resumed = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"resuming run {run.info.run_id} from " in resumed.stdout
+    client, (run,) = mlflow_runs(project)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
+    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # each epoch once
+    assert "test/acc" in run.data.metrics  # evaluate logged into it
+    status = run_cli(["dvc", "status"], cwd=project, env=env)
+    assert "Data and pipelines are up to date." in status.stdout, status.stdout

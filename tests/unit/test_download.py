@@ -49,9 +49,10 @@ def test_a_recompressed_archive_with_the_right_content_is_accepted():
     ("archive", "reason"),
     [
         (b"<html><body>Not found</body></html>", "served an HTML page"),
-        (gzip.compress(b"foo" * 1000)[:40], "corrupt or truncated gzip"),
-        (gzip.compress(b"bar"), "checksum mismatch"),
+        (gzip.compress(b"foo" * 1000, mtime=0)[:40], "corrupt or truncated gzip"),
+        (gzip.compress(b"bar", mtime=0), "checksum mismatch"),
     ],
+    ids=["html-page", "truncated-gzip", "wrong-content"],
 )
 def test_bad_archives_are_refused_with_the_reason(archive, reason):
     spec = DatasetFile("f", "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae")

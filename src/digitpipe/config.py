@@ -31,11 +31,37 @@ MAX_SEED = 2**32 - 1  # numpy's bound; Lightning's seed_everything refuses large
 
 
 def check_seed(cfg: DictConfig) -> None:
-    """Raise ConfigError unless `seed` is an integer every seeded library accepts (preprocess, train)."""
-    seed = cfg.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    """Raise ConfigError unless `seed` and `data.split_seed` are integers every seeded library
+    accepts (preprocess, train)."""
+    for key, seed in (("seed", cfg.seed), ("data.split_seed", cfg.data.split_seed)):
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ConfigError(
+                f"{key}={seed!r} is invalid: the seed must be an integer from 0 to {MAX_SEED} (e.g. {key}=42)"
+            )
+
+
+DIAGNOSTICS_POSITIVE = {
+    "every_n_steps": "optimizer steps between gradient-norm measurements",
+    "probe_size": "the number of probe images",
+    "saturation_threshold": "the |z| above which a pre-activation counts as saturated",
+}
+
+
+def check_diagnostics(cfg: DictConfig) -> None:
+    """The diagnostics callback's settings, when diagnostics=on put it among the callbacks."""
+    diagnostics = (cfg.get("callbacks") or {}).get("diagnostics")
+    if not diagnostics:
+        return
+    for key, meaning in DIAGNOSTICS_POSITIVE.items():
+        if not _is_positive_number(diagnostics[key]):
+            raise ConfigError(
+                f"callbacks.diagnostics.{key}={diagnostics[key]!r} is invalid: {meaning} must be positive"
+            )
+    steps = diagnostics.detail_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(
-            f"seed={seed!r} is invalid: the seed must be an integer from 0 to {MAX_SEED} (e.g. seed=42)"
+            f"callbacks.diagnostics.detail_steps={steps!r} is invalid: give the number of first steps "
+            "measured at every step (0 or more)"
         )
 
 
@@ -44,6 +70,7 @@ def validate(cfg: DictConfig) -> None:
     check_seed(cfg)
     check_activation(cfg.model.activation)
     check_init(cfg.model.init)
+    check_diagnostics(cfg)
     for key, meaning in POSITIVE.items():
         value = _get(cfg, key)
         if not _is_positive_number(value):

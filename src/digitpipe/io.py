@@ -32,13 +32,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def staged(outputs: Mapping[Path, bytes]) -> Iterator[Callable[[], None]]:
+def staged(outputs: Mapping[Path, bytes | None]) -> Iterator[Callable[[], None]]:
     """Write every output to a temp file beside it; yield a function that renames them all into
-    place, in the mapping's order (renames, so fast and atomic per file). Temps left over (an error
+    place, in the mapping's order (renames, so fast and atomic per file), and removes the paths
+    mapped to None (outputs of an earlier run this one does not make). Temps left over (an error
     before the renames) are removed."""
-    temps = {}
+    temps: dict[Path, str | None] = {}
     try:
         for path, data in outputs.items():
+            if data is None:
+                temps[Path(path)] = None
+                continue
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
@@ -48,12 +52,16 @@ def staged(outputs: Mapping[Path, bytes]) -> Iterator[Callable[[], None]]:
 
         def commit() -> None:
             for path in list(temps):
-                os.replace(temps.pop(path), path)
+                tmp = temps.pop(path)
+                if tmp is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.replace(tmp, path)
 
         yield commit
     finally:
         for tmp in temps.values():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, TypeError):
                 os.unlink(tmp)
 
 

@@ -16,7 +16,8 @@ def workspace_root(start: str | os.PathLike | None = None) -> Path:
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The user's project directory, also from inside DVC's temp/queued experiment copies.
+    """The user's project directory (the DVC repository holding the workspace), also from a
+    pipeline in a subdirectory (pipelines/<study>/dvc.yaml) and from DVC's experiment copies.
 
     DVC runs `dvc exp run --temp` and queued experiments in <project>/.dvc/tmp/exps/<tmp>,
     a throwaway copy; anything that must outlive the run (the MLflow store) belongs above it.
@@ -25,7 +26,7 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
     parts = workspace.parts
     if ".dvc" in parts:
         return Path(*parts[: parts.index(".dvc")])
-    return workspace
+    return next((d for d in (workspace, *workspace.parents) if (d / ".dvc").is_dir()), workspace)
 
 
 def resolve(path: str | os.PathLike, root: Path | None = None) -> Path:

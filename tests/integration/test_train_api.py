@@ -106,3 +106,42 @@ def test_standardisation_statistics_travel_in_the_checkpoint(tiny_cfg, tmp_path)
         expected = classifier(scale_images(pixels)).softmax(dim=1)
         assert torch.allclose(predictor_from_checkpoint(checkpoint)(pixels.float()), expected, atol=1e-6)
         assert not torch.allclose(classifier.net(scale_images(pixels)).softmax(dim=1), expected, atol=1e-3)
+
+
+def test_diagnostics_on_measure_every_layer_into_the_run_history_and_files_and_off_adds_nothing(
+    tiny_cfg, tmp_path
+):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    reports = tmp_path / "reports"
+    steps_per_epoch = -(-500 // 32)  # 600 training images less val_size=100, batch 32
+    diagnostics = ["detail_steps=10", "every_n_steps=4", "probe_size=50"]
+    on = train(
+        tiny_cfg(
+            "diagnostics=on", "model.activation=tanh", *(f"callbacks.diagnostics.{d}" for d in diagnostics)
+        )
+    )
+    layers = ["conv1", "conv2", "conv3", "dense1"]
+    records = list(csv.DictReader((reports / "diagnostics.csv").open()))
+    grad_steps = sorted({int(r["step"]) for r in records if r["metric"] == "grad_norm"})
+    expected = [s for s in range(1, 2 * steps_per_epoch + 1) if s <= 10 or s % 4 == 0]
+    assert grad_steps == expected
+    assert {r["layer"] for r in records if r["metric"] == "grad_norm"} == {*layers, "dense2"}
+    for metric in ("dead", "saturated"):  # tanh saturates: both, at initialisation and after each epoch
+        assert sorted({(int(r["epoch"]), r["layer"]) for r in records if r["metric"] == metric}) == sorted(
+            (e, layer) for e in (0, 1, 2) for layer in layers
+        )
+    history = list(csv.DictReader((reports / "history.csv").open()))
+    assert {f"diag/dead/{layer}" for layer in layers} | {"diag/step_ms"} <= set(history[0])
+    assert all(0.0 <= float(row["diag/saturated/conv1"]) <= 1.0 for row in history)
+    run = client.get_run(on.run_id)
+    assert {f"diag/grad_norm/{layer}" for layer in [*layers, "dense2"]} <= set(run.data.metrics)
+    logged = client.get_metric_history(on.run_id, "diag/grad_norm/conv1")
+    assert sorted(m.step for m in logged) == expected  # every measured step, once
+    assert [m.step for m in client.get_metric_history(on.run_id, "diag/dead/conv1")][0] == 0  # at init
+    artifacts = {a.path for a in client.list_artifacts(on.run_id, "diagnostics")}
+    assert artifacts == {"diagnostics/diagnostics.csv", "diagnostics/diagnostics.png"}
+
+    off = train(tiny_cfg("model.activation=tanh"))
+    assert not any(key.startswith("diag/") for key in client.get_run(off.run_id).data.metrics)
+    assert not any(key.startswith("diag/") for key in next(csv.DictReader((reports / "history.csv").open())))
+    assert not (reports / "diagnostics.csv").exists() and not (reports / "diagnostics.png").exists()

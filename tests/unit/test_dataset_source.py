@@ -131,7 +131,7 @@ def test_a_dataset_that_records_no_parameters_counts_as_made_with_others(make_so
         ),
         ("data.download.file_deadline_s=soon", "data.download.file_deadline_s='soon' is invalid"),
         ("data.download.timeout_s=-1", "data.download.timeout_s=-1 is invalid"),
-        ("seed=abc", "seed='abc' is invalid: give an integer"),
+        ("data.split_seed=abc", "data.split_seed='abc' is invalid: give an integer"),
     ],
 )
 def test_bad_data_settings_are_refused_in_one_line(make_source, override, message):

@@ -35,3 +35,15 @@ def test_the_environment_and_the_config_override_the_tracking_store():
 def test_relative_paths_resolve_against_the_workspace(tmp_path):
     assert resolve("data/raw", tmp_path) == tmp_path / "data" / "raw"
     assert resolve("/abs/x", tmp_path).as_posix() == "/abs/x"
+
+
+def test_a_pipeline_in_a_subdirectory_records_into_the_projects_store(tmp_path, monkeypatch):
+    study = tmp_path / "pipelines" / "study"
+    study.mkdir(parents=True)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (study / "dvc.yaml").write_text("stages: {}\n")
+    assert workspace_root(study) == study  # its paths are its own
+    assert project_root(study) == tmp_path  # its runs go where `mlflow ui` in the project looks
+    monkeypatch.chdir(study)
+    assert tracking_uri(None, env={}) == f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -67,6 +67,10 @@ class DigitsDataModule(L.LightningDataModule):
         train = scale_images(self.splits["train"].images)
         return train.mean().item(), train.std().item()
 
+    def probe_images(self, count: int) -> torch.Tensor:
+        """The first `count` validation images, scaled: a fixed set to measure a model on."""
+        return scale_images(self.splits["val"].images[:count])
+
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.splits[split]
         trainer = self.trainer

@@ -38,7 +38,7 @@ class DatasetSource:
     mirrors: tuple[str, ...]
     timeout_s: float  # the longest wait for a mirror
     file_deadline_s: float  # the longest transfer of one file from one mirror
-    seed: int
+    seed: int  # of the validation split (data.split_seed)
     val_size: int
     image_size: int
     num_classes: int
@@ -152,7 +152,7 @@ def dataset_source(cfg: DictConfig) -> DatasetSource:
         file_deadline_s=_seconds(
             "data.download.file_deadline_s", download.file_deadline_s, "the longest one file may take"
         ),
-        seed=_integer("seed", cfg.seed, positive=False),
+        seed=_integer("data.split_seed", cfg.data.split_seed, positive=False),
         val_size=_integer("data.val_size", data.val_size),
         image_size=_integer("data.image_size", data.image_size),
         num_classes=_integer("data.num_classes", data.num_classes),

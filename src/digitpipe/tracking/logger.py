@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from lightning.pytorch.loggers import MLFlowLogger
@@ -50,6 +50,23 @@ class RunLogger(MLFlowLogger):
                 super().log_metrics(fresh, step)
         except TrackingError as err:
             save_unsent(self.unsent, fresh, step)
+            raise TrackingError(f"{err}; the metrics it did not take are saved in {self.unsent}") from err
+
+    @rank_zero_only
+    def log_series(self, points: Iterable[tuple[str, float, int]]) -> None:
+        """Many (key, value, step) points in as few requests as MLflow allows (log_metrics sends
+        one step per request); the steps the run already has are skipped, as in log_metrics."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        fresh = [Metric(k, float(v), now, s) for k, v, s in points if s > self.logged_steps.get(k, -1)]
+        try:
+            with store_failures(self._tracking_uri, "logging metrics"):
+                for start in range(0, len(fresh), 1000):  # MLflow's log_batch limit
+                    self.experiment.log_batch(self.run_id, metrics=fresh[start : start + 1000])
+        except TrackingError as err:
+            for point in fresh:
+                save_unsent(self.unsent, {point.key: point.value}, point.step)
             raise TrackingError(f"{err}; the metrics it did not take are saved in {self.unsent}") from err
 
     @rank_zero_only

@@ -125,7 +125,9 @@ class RunState(L.Callback):
                 f"at epoch {trainer.current_epoch + 1}; lower optimizer.lr or change the optimizer"
             )
         epoch = trainer.current_epoch + 1  # saved at the end of this epoch: its metrics are complete
-        rows = self.history.rows | {epoch: epoch_row(epoch, trainer.callback_metrics)}
+        rows = self.history.rows | {
+            epoch: self.history.rows.get(epoch, {}) | epoch_row(epoch, trainer.callback_metrics)
+        }
         checkpoint[RUN_KEY] = {
             "run_id": self.run_id,
             "identity": self.identity,

@@ -13,11 +13,22 @@ from digitpipe import io as atomic
 
 HISTORY_COLUMNS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "train/lr")
 METRICS = HISTORY_COLUMNS[1:]
+DIAGNOSTICS = "diag/"  # epoch-level diagnostics (diagnostics=on) follow, as columns of their own
+
+
+def is_history_metric(key: str) -> bool:
+    return key in METRICS or key.startswith(DIAGNOSTICS)
 
 
 def epoch_row(epoch: int, metrics: Mapping[str, Any]) -> dict[str, float]:
     """The history columns found in `metrics`, for epoch `epoch` (counted from 1)."""
-    return {"epoch": epoch} | {k: round(float(v), 6) for k, v in metrics.items() if k in METRICS}
+    return {"epoch": epoch} | {k: round(float(v), 6) for k, v in metrics.items() if is_history_metric(k)}
+
+
+def history_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The fixed columns, then the diagnostics the rows hold, sorted."""
+    extra = sorted({key for row in rows for key in row if key.startswith(DIAGNOSTICS)})
+    return [*HISTORY_COLUMNS, *extra]
 
 
 class EpochHistoryLogger(Logger):
@@ -46,7 +57,7 @@ class EpochHistoryLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if "epoch" not in metrics or not any(k in metrics for k in METRICS):
+        if "epoch" not in metrics or not any(is_history_metric(k) for k in metrics):
             return
         epoch = int(metrics["epoch"]) + 1
         self.rows[epoch] = self.rows.get(epoch, {}) | epoch_row(epoch, metrics)
@@ -58,5 +69,5 @@ class EpochHistoryLogger(Logger):
         self._write()
 
     def _write(self) -> None:
-        rows = (self.rows[epoch] for epoch in sorted(self.rows))
-        atomic.write_text(self.path, atomic.csv_text(rows, HISTORY_COLUMNS))
+        rows = [self.rows[epoch] for epoch in sorted(self.rows)]
+        atomic.write_text(self.path, atomic.csv_text(rows, history_columns(rows)))

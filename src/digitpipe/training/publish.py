@@ -29,7 +29,9 @@ def check_writable(directories: Iterable[Path]) -> None:
             ) from err
 
 
-def publish(outputs: Mapping[Path, bytes], lock: Path, record: Callable[[], None], retire: Path) -> None:
+def publish(
+    outputs: Mapping[Path, bytes | None], lock: Path, record: Callable[[], None], retire: Path
+) -> None:
     """Replace the outputs with these, as one set: written beside their targets first, then `record`
     (the run marked FINISHED), the renames, and the run's checkpoint directory `retire` taken out of
     reach of a resume, with SIGINT/SIGTERM held back until all are done.

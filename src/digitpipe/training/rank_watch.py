@@ -92,15 +92,15 @@ class RankWatch:
         self._signal(procs)
         os._exit(1)
 
-    def lost_peer(self, err: BaseException) -> str | None:
-        """On a rank this process did not launch: a collective that failed because another rank is gone."""
-        if self.on_failure is not None or not isinstance(err, RuntimeError):
-            return None
-        text = str(err)
-        gone = ("Connection closed by peer", "Connection reset")
-        if isinstance(err, dist.DistError) or any(words in text for words in gone):
-            return f"DDP rank {self.trainer.global_rank} lost the other ranks ({text.splitlines()[0][-120:]})"
-        return None
+    def explain(self, err: BaseException) -> str | None:
+        """Why the training failed with `err`, if a rank is gone: the rank this process launched that
+        stopped (given a few seconds to be seen stopped: a rank that got a signal may take a moment
+        under load), else, for a collective that failed because its peer closed, that peer's loss."""
+        lost = lost_peer(err)
+        reason = self.failure(wait_s=10.0 if lost else 2.0)
+        if reason is None and lost:
+            reason = f"DDP rank {self.trainer.global_rank} lost the other ranks ({lost})"
+        return reason
 
     @staticmethod
     def _signal(procs: list[subprocess.Popen]) -> None:
@@ -115,6 +115,17 @@ class RankWatch:
                 return
         print(f"error: DDP rank 0 (pid {parent}) is gone; this rank stops too", file=sys.stderr, flush=True)
         os._exit(1)
+
+
+def lost_peer(err: BaseException) -> str | None:
+    """The first line of a collective's error that says another rank is gone, else None."""
+    if not isinstance(err, RuntimeError):
+        return None
+    text = str(err)
+    gone = ("Connection closed by peer", "Connection reset")
+    if isinstance(err, dist.DistError) or any(words in text for words in gone):
+        return text.strip().splitlines()[0][-120:] if text.strip() else type(err).__name__
+    return None
 
 
 def retire_lightning_observer() -> None:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from digitpipe import interrupts
 from digitpipe import io as atomic
+from digitpipe.diagnostics.report import DIAGNOSTICS_CSV, DIAGNOSTICS_PNG, diagnostics_files
 from digitpipe.errors import DivergedError, RankFailed, TrackingError
 from digitpipe.models.predictor import predictor_from_checkpoint
 from digitpipe.paths import resolve
@@ -43,6 +44,7 @@ class FitResult:
     best_checkpoint: Path
     history_rows: list[dict[str, float]]
     example: object
+    diagnostics: list[dict] | None = None  # the Diagnostics callback's records (diagnostics=on)
 
 
 def open_run(cfg: DictConfig, plan: Plan) -> TrackedRun:
@@ -105,6 +107,12 @@ def record(cfg: DictConfig, run: TrackedRun, run_dir: RunDir, result: FitResult)
         model = predictor_from_checkpoint(result.best_checkpoint)
         log_model(run, model, result.example, cfg.mlflow.registered_model_name)
     paths = cfg.paths
+    diagnostics = diagnostics_files(result.diagnostics, run_name(cfg)) if result.diagnostics else {}
+    if diagnostics:
+        with store_failures(uri, "uploading the diagnostics"):
+            for name, data in diagnostics.items():
+                (run_dir.path / name).write_bytes(data)
+                run.store.client.log_artifact(run.run_id, str(run_dir.path / name), "diagnostics")
     model_dir = resolve(paths.model_dir)
     train_metrics = {k: round(v, 6) for k, v in result.metrics.items() if not k.startswith("test/")}
     outputs = {
@@ -112,6 +120,9 @@ def record(cfg: DictConfig, run: TrackedRun, run_dir: RunDir, result: FitResult)
         model_dir / "last.ckpt": run_dir.last.read_bytes(),
         resolve(paths.history): run_dir.history.read_bytes(),
         resolve(paths.train_metrics): atomic.json_text(train_metrics).encode(),
+        # diagnostics=off: an earlier run's diagnostics would describe another model, so they go
+        resolve(paths.diagnostics): diagnostics.get(DIAGNOSTICS_CSV),
+        resolve(paths.diagnostics_figure): diagnostics.get(DIAGNOSTICS_PNG),
         resolve(paths.run_info): atomic.json_text(
             {"run_id": run.run_id, "experiment_id": run.store.experiment_id}
         ).encode(),  # last: it names the run the others belong to

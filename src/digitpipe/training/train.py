@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from digitpipe import interrupts
 from digitpipe.config import validate
+from digitpipe.diagnostics.callback import Diagnostics
 from digitpipe.errors import RankFailed
 from digitpipe.paths import resolve
 from digitpipe.tracking.run import TrackedRun, recorded
@@ -82,7 +83,7 @@ def fit(cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir, plan: Plan) ->
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
         except Exception as err:  # under DDP: a collective fails when another rank has died
-            if reason := watch.failure(wait_s=2.0) or watch.lost_peer(err):
+            if reason := watch.explain(err):
                 raise RankFailed(reason) from err
             raise
         rows = [history.rows[e] for e in sorted(history.rows)]
@@ -100,7 +101,8 @@ def fit(cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir, plan: Plan) ->
     os.environ.pop(PLAN_ENV, None)
     release_launch(launcher)
     example = datamodule.splits["val"].images[:4].float().numpy()
-    return FitResult(metrics, Path(best.best_model_path), rows, example)
+    diagnostics = next((c.records for c in trainer.callbacks if isinstance(c, Diagnostics)), None)
+    return FitResult(metrics, Path(best.best_model_path), rows, example, diagnostics)
 
 
 def epoch_metrics(trainer: L.Trainer) -> dict[str, float]:

@@ -1,0 +1,2 @@
+"""The activation study (pipelines/activation_study/): its cells, and the table and figures that
+compare them."""

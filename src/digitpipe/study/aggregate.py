@@ -1,0 +1,126 @@
+"""The study's aggregate stage: the cells' files in; the table, plot data, figures and the parent
+MLflow run (the cells its children) out."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from digitpipe import io as atomic
+from digitpipe.errors import DataError
+from digitpipe.evaluation.plots import plt
+from digitpipe.study.cells import Cell, cells
+from digitpipe.study.figures import (
+    LAYERS,
+    accuracy_figure,
+    dead_units_figure,
+    grad_norm_figure,
+    mean_grad_norms,
+)
+from digitpipe.study.table import COLUMNS, CellResult, Row, group, markdown_table
+
+REPORTS = "reports"
+TABLE_MD, TABLE_CSV, SUMMARY = "activation_study.md", "activation_study.csv", "summary.json"
+FIGURES = ("accuracy_per_epoch.png", "early_grad_norm.png", "dead_units.png")
+PLOT_DATA = ("accuracy_per_epoch.csv", "early_grad_norm_conv1.csv")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_cell(study_dir: Path, study: Mapping[str, Any], cell: Cell) -> CellResult:
+    directory = study_dir / cell.directory
+    try:
+        return CellResult(
+            arm=cell.arm,
+            activation=cell.activation,
+            seed=cell.seed,
+            lr=float(study["dying"]["lr"] if cell.arm == "dying" else study["lr"]),
+            run_id=json.loads((directory / "mlflow_run.json").read_text())["run_id"],
+            test=json.loads((directory / "metrics.json").read_text()),
+            history=_read_csv(directory / "history.csv"),
+            diagnostics=_read_csv(directory / "diagnostics.csv"),
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(
+            f"cell {cell.name} has no complete results in {directory} ({err}); run its stage "
+            "(dvc repro in pipelines/activation_study)"
+        ) from err
+
+
+def plot_data(rows: list[Row], last_step: int) -> dict[str, str]:
+    """CSVs for `dvc plots`: validation accuracy per epoch, conv1's early gradient norm per step."""
+    accuracy: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        for cell in row.cells:
+            for h in cell.history:
+                accuracy.setdefault(int(h["epoch"]), {"epoch": int(h["epoch"])})
+        for epoch, values in accuracy.items():
+            accs = [float(h["val/acc"]) for c in row.cells for h in c.history if int(h["epoch"]) == epoch]
+            values[f"{row.arm}/{row.activation}"] = round(sum(accs) / len(accs), 6) if accs else ""
+    grad: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        steps, norms = mean_grad_norms(row, "conv1", last_step)
+        for step, norm in zip(steps, norms, strict=True):
+            grad.setdefault(step, {"step": step})[f"{row.arm}/{row.activation}"] = f"{norm:.6g}"
+    series = [f"{row.arm}/{row.activation}" for row in rows]
+    return {
+        "accuracy_per_epoch.csv": atomic.csv_text(
+            [accuracy[e] for e in sorted(accuracy)], ["epoch", *series]
+        ),
+        "early_grad_norm_conv1.csv": atomic.csv_text([grad[s] for s in sorted(grad)], ["step", *series]),
+    }
+
+
+def figure_bytes(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def build_reports(rows: list[Row], study: Mapping[str, Any], last_step: int) -> dict[str, bytes]:
+    """Every file of the aggregate stage, by name (under reports/)."""
+    summaries = [row.summary() for row in rows]
+    table = markdown_table(summaries)
+    text = (
+        "# Activation study\n\n"
+        f"Each row: the mean over seeds {list(study['seeds'])} of {study['epochs']} epoch(s) of "
+        f"{study['optimizer']}, batch 64 (quick: {bool(study['quick'])}). Dead: the fraction of a layer's "
+        "units never positive on the probe images after the last epoch; saturated: the fraction of "
+        "sigmoid/tanh pre-activations with |z| > 5, mean of the layers; ms/step: median wall time of a "
+        "training step.\n\n" + table
+    )
+    metrics = {
+        f"{s['arm']}/{s['activation']}": {k: v for k, v in s.items() if k not in ("arm", "activation")}
+        for s in summaries
+    }
+    files = {
+        TABLE_MD: text.encode(),
+        TABLE_CSV: atomic.csv_text(summaries, [*COLUMNS, "test_acc_std"]).encode(),
+        SUMMARY: atomic.json_text(metrics).encode(),
+        **{name: data.encode() for name, data in plot_data(rows, last_step).items()},
+        "accuracy_per_epoch.png": figure_bytes(accuracy_figure(rows)),
+        "early_grad_norm.png": figure_bytes(grad_norm_figure(rows, last_step)),
+        "dead_units.png": figure_bytes(dead_units_figure(rows)),
+    }
+    return files
+
+
+def aggregate(
+    study_dir: Path, study: Mapping[str, Any], detail_steps: int
+) -> tuple[list[Row], dict[Path, bytes]]:
+    """The rows and the report files (paths under study_dir/reports), from every cell's files."""
+    results = [read_cell(study_dir, study, cell) for cell in cells(study)]
+    rows = group(results)
+    files = build_reports(rows, study, detail_steps)
+    return rows, {study_dir / REPORTS / name: data for name, data in files.items()}
+
+
+__all__ = ["LAYERS", "aggregate", "build_reports", "read_cell"]

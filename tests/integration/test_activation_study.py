@@ -1,0 +1,97 @@
+"""The activation study end to end on tiny data, through `dvc repro` (quick variant, a few cells)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from ..conftest import ROOT, copy_project, files_config, git, run_cli
+
+pytestmark = pytest.mark.slow
+
+STUDY = ROOT / "pipelines" / "activation_study"
+TINY_STUDY = {
+    "activations": ["relu", "sigmoid"],
+    "seeds": [1],
+    "epochs": 1,
+    "optimizer": "rmsprop",
+    "lr": 0.001,
+    "dying": {"activations": ["relu"], "lr": 0.01},
+    "probe_size": 50,
+    "quick": True,
+    "quick_steps": 5,
+}
+
+
+def tiny_study_project(tmp_path, tiny_raw):
+    """A project copy whose config expects the tiny raw files, with the study at its tiny size."""
+    from dvc.utils.hydra import compose_and_dump
+
+    project = copy_project(tmp_path / "project")
+    data_conf = project / "conf" / "data" / "mnist.yaml"
+    data = OmegaConf.load(data_conf)
+    data.files = files_config(tiny_raw)
+    data.val_size = 100
+    OmegaConf.save(data, data_conf)
+    compose_and_dump(str(project / "params.yaml"), str(project / "conf"), None, "config", str(project), [])
+    study = project / "pipelines" / "activation_study"
+    study.mkdir(parents=True)
+    for name in ("dvc.yaml", "cell.py", "aggregate.py"):
+        shutil.copy2(STUDY / name, study / name)
+    (study / "params.yaml").write_text(yaml.safe_dump({"study": TINY_STUDY}))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "tiny study")
+    return project, study
+
+
+def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_parent_run(
+    tmp_path, tiny_raw, tiny_mirror
+):
+    project, study = tiny_study_project(tmp_path, tiny_raw)
+    env = {"MNIST_MIRROR": str(tiny_mirror)}
+    done = run_cli(["dvc", "repro", "pipelines/activation_study/dvc.yaml"], cwd=project, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cells = ["base-relu-s1", "base-sigmoid-s1", "dying-relu-s1"]
+    for cell in cells:
+        history = list(csv.DictReader((study / "cells" / cell / "history.csv").open()))
+        assert len(history) == 1 and "diag/dead/conv1" in history[0]
+        assert "test/acc" in json.loads((study / "cells" / cell / "metrics.json").read_text())
+    assert not (project / "models").exists()  # the main pipeline's training did not run: only its data
+
+    table = list(csv.DictReader((study / "reports" / "activation_study.csv").open()))
+    assert [(r["arm"], r["activation"]) for r in table] == [
+        ("base", "relu"),
+        ("base", "sigmoid"),
+        ("dying", "relu"),
+    ]
+    markdown = (study / "reports" / "activation_study.md").read_text()
+    assert markdown.count("\n| base |") == 2 and markdown.count("\n| dying |") == 1
+    for figure in ("accuracy_per_epoch.png", "early_grad_norm.png", "dead_units.png"):
+        assert (study / "reports" / figure).read_bytes().startswith(b"\x89PNG")
+    summary = json.loads((study / "reports" / "summary.json").read_text())
+    assert set(summary) == {"base/relu", "base/sigmoid", "dying/relu"}
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")  # the project's store, not the study's folder
+    experiment = client.get_experiment_by_name("activation-study")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("digitpipe.study") == "activation_study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.info.run_name for r in children) == cells
+    assert all("diag/grad_norm/conv1" in r.data.metrics and "test/acc" in r.data.metrics for r in children)
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"activation_study.md", "dead_units.png"} <= artifacts
+
+    again = run_cli(["dvc", "repro", "pipelines/activation_study/dvc.yaml"], cwd=project, env=env)
+    assert again.returncode == 0 and "Running stage" not in again.stdout  # nothing changed: nothing runs
+    forced = run_cli(["dvc", "repro", "-f", "-s", "pipelines/activation_study/dvc.yaml:aggregate"],
+                     cwd=project, env=env)  # fmt: skip
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    runs = client.search_runs([experiment.experiment_id])
+    assert len([r for r in runs if r.data.tags.get("digitpipe.study")]) == 1  # the same parent, updated

@@ -78,7 +78,7 @@ def test_the_probe_gives_the_same_answer_in_any_chunk_size_and_leaves_the_mode_a
 
 
 def test_records_become_a_tidy_csv_and_a_figure():
-    callback = Diagnostics("sigmoid", every_n_steps=2, detail_steps=1, probe_size=8)
+    callback = Diagnostics("sigmoid", every_n_steps=2, detail_steps=1, probe_size=8, saturation_threshold=5.0)
     for step, value in ((1, 0.5), (2, 0.25)):
         for layer in ["conv1", "dense2"]:
             callback._record(step, 1, "grad_norm", layer, value)
@@ -100,11 +100,22 @@ def test_records_become_a_tidy_csv_and_a_figure():
     )
 
 
+def diagnostics(activation: str) -> Diagnostics:
+    """The callback with the settings diagnostics=on gives it."""
+    from hydra.utils import instantiate
+
+    from ..conftest import compose_config
+
+    return instantiate(
+        compose_config(["diagnostics=on", f"model.activation={activation}"]).callbacks.diagnostics
+    )
+
+
 def test_the_callback_state_goes_into_the_checkpoint_and_back():
-    callback = Diagnostics("relu")
+    callback = diagnostics("relu")
     callback._record(0, 0, "dead", "conv1", 0.0)
     callback.unsent.append(("diag/dead/conv1", 0.0, 0))
-    restored = Diagnostics("relu")
+    restored = diagnostics("relu")
     restored.load_state_dict(torch.load(io.BytesIO(_saved(callback.state_dict())), weights_only=True))
     assert restored.records == callback.records and restored.unsent == callback.unsent
 

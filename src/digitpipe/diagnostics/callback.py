@@ -36,11 +36,11 @@ class Diagnostics(L.Callback):
     def __init__(
         self,
         activation: str,
-        every_n_steps: int = 50,
-        detail_steps: int = 300,
-        probe_size: int = 2000,
-        saturation_threshold: float = 5.0,
-    ) -> None:
+        every_n_steps: int,
+        detail_steps: int,
+        probe_size: int,
+        saturation_threshold: float,
+    ) -> None:  # the settings: conf/diagnostics/on.yaml
         self.saturating = activation in SATURATING
         self.every_n_steps, self.detail_steps = every_n_steps, detail_steps
         self.probe_size, self.threshold = probe_size, saturation_threshold

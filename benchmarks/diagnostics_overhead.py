@@ -12,29 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
-import lightning as L
 import torch
+from epoch_time import lightning_epoch  # the same Lightning epoch the Lightning-vs-plain benchmark times
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from digitpipe.paths import workspace_root
-from digitpipe.training.build import build_datamodule, build_model
-
-
-def epoch_seconds(cfg, datamodule, diagnostics: bool) -> float:
-    L.seed_everything(cfg.seed, verbose=False)
-    callbacks = [instantiate(cfg.callbacks.diagnostics)] if diagnostics else []
-    trainer = L.Trainer(
-        **{**cfg.trainer, "max_epochs": 1}, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=False, limit_val_batches=0, callbacks=callbacks,
-    )  # fmt: skip
-    started = time.perf_counter()
-    trainer.fit(build_model(cfg), datamodule=datamodule)
-    elapsed = time.perf_counter() - started
-    torch.use_deterministic_algorithms(False)  # Trainer(deterministic=True) sets it process-wide
-    return elapsed
+from digitpipe.training.build import build_datamodule
 
 
 def main() -> None:
@@ -43,7 +27,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.activation=sigmoid")
     args = parser.parse_args()
     with initialize_config_dir(str(workspace_root() / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["diagnostics=on", *args.overrides])
+        cfg = compose("config", overrides=args.overrides)
+        with_diagnostics = compose("config", overrides=["diagnostics=on", *args.overrides])
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -52,8 +37,8 @@ def main() -> None:
           f"activation {cfg.model.activation}")  # fmt: skip
     off, on = [], []
     for _ in range(args.repeats):
-        off.append(epoch_seconds(cfg, datamodule, diagnostics=False))
-        on.append(epoch_seconds(cfg, datamodule, diagnostics=True))
+        off.append(lightning_epoch(cfg, datamodule))
+        on.append(lightning_epoch(with_diagnostics, datamodule))
     for label, runs in (("diagnostics off", off), ("diagnostics on", on)):
         median = statistics.median(runs)
         listed = ", ".join(f"{t:.2f}" for t in runs)

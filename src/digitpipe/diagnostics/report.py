@@ -3,7 +3,6 @@ steps; dead and saturated fraction per layer over epochs)."""
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -13,7 +12,7 @@ from matplotlib.ticker import MaxNLocator
 
 from digitpipe import io as atomic
 from digitpipe.diagnostics.callback import COLUMNS
-from digitpipe.evaluation.plots import plt
+from digitpipe.evaluation.plots import plt, png_bytes
 
 
 def series(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, tuple[list, list]]:
@@ -57,11 +56,7 @@ DIAGNOSTICS_CSV, DIAGNOSTICS_PNG = "diagnostics.csv", "diagnostics.png"
 
 def diagnostics_files(records: list[Mapping[str, Any]], title: str) -> dict[str, bytes]:
     """The records as a CSV (one measurement per row) and the figure as a PNG, by file name."""
-    figure = diagnostics_figure(records, title)
-    png = io.BytesIO()
-    figure.savefig(png, format="png")
-    plt.close(figure)
     return {
         DIAGNOSTICS_CSV: atomic.csv_text(records, COLUMNS).encode(),
-        DIAGNOSTICS_PNG: png.getvalue(),
+        DIAGNOSTICS_PNG: png_bytes(diagnostics_figure(records, title)),
     }

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG bytes (written where and how the caller decides); the figure is closed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def confusion_figure(confusion: torch.Tensor, title: str = "Confusion matrix (test set)") -> Figure:

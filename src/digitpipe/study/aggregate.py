@@ -1,10 +1,9 @@
-"""The study's aggregate stage: the cells' files in; the table, plot data, figures and the parent
-MLflow run (the cells its children) out."""
+"""The study's aggregate stage, the files part: the cells' files in; the table, the plot data and
+the figures out (the parent MLflow run: parent.py)."""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,10 +11,9 @@ from typing import Any
 
 from digitpipe import io as atomic
 from digitpipe.errors import DataError
-from digitpipe.evaluation.plots import plt
+from digitpipe.evaluation.plots import png_bytes
 from digitpipe.study.cells import Cell, cells
 from digitpipe.study.figures import (
-    LAYERS,
     accuracy_figure,
     dead_units_figure,
     grad_norm_figure,
@@ -25,8 +23,6 @@ from digitpipe.study.table import COLUMNS, CellResult, Row, group, markdown_tabl
 
 REPORTS = "reports"
 TABLE_MD, TABLE_CSV, SUMMARY = "activation_study.md", "activation_study.csv", "summary.json"
-FIGURES = ("accuracy_per_epoch.png", "early_grad_norm.png", "dead_units.png")
-PLOT_DATA = ("accuracy_per_epoch.csv", "early_grad_norm_conv1.csv")
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -78,13 +74,6 @@ def plot_data(rows: list[Row], last_step: int) -> dict[str, str]:
     }
 
 
-def figure_bytes(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def build_reports(rows: list[Row], study: Mapping[str, Any], last_step: int) -> dict[str, bytes]:
     """Every file of the aggregate stage, by name (under reports/)."""
     summaries = [row.summary() for row in rows]
@@ -106,9 +95,9 @@ def build_reports(rows: list[Row], study: Mapping[str, Any], last_step: int) -> 
         TABLE_CSV: atomic.csv_text(summaries, [*COLUMNS, "test_acc_std"]).encode(),
         SUMMARY: atomic.json_text(metrics).encode(),
         **{name: data.encode() for name, data in plot_data(rows, last_step).items()},
-        "accuracy_per_epoch.png": figure_bytes(accuracy_figure(rows)),
-        "early_grad_norm.png": figure_bytes(grad_norm_figure(rows, last_step)),
-        "dead_units.png": figure_bytes(dead_units_figure(rows)),
+        "accuracy_per_epoch.png": png_bytes(accuracy_figure(rows)),
+        "early_grad_norm.png": png_bytes(grad_norm_figure(rows, last_step)),
+        "dead_units.png": png_bytes(dead_units_figure(rows)),
     }
     return files
 
@@ -121,6 +110,3 @@ def aggregate(
     rows = group(results)
     files = build_reports(rows, study, detail_steps)
     return rows, {study_dir / REPORTS / name: data for name, data in files.items()}
-
-
-__all__ = ["LAYERS", "aggregate", "build_reports", "read_cell"]

@@ -65,7 +65,6 @@ def cell_overrides(study: Mapping[str, Any], cell: Cell, main: Mapping[str, Any]
         f"data.val_size={main['data']['val_size']}",
         f"trainer.max_epochs={1 if quick else study['epochs']}",
         f"callbacks.diagnostics.probe_size={study['probe_size']}",
-        "callbacks.progress_bar.refresh_rate=0",  # a log, not a terminal
         # the main pipeline's data, where it is (relative to this directory: ../../data/...)
         *(f"paths.{key}={project / main_paths[key]}" for key in ("dataset", "stats", "raw_dir")),
         *(f"paths.{key}={cell.directory / path}" for key, path in CELL_PATHS.items()),

@@ -124,3 +124,9 @@ def _saved(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
+
+
+def test_without_a_threshold_only_dead_units_are_measured():
+    net = convnet("relu")
+    stats = unit_statistics(net, net, images(), threshold=None)
+    assert set(stats) == {"dead"} and stats["dead"] == unit_statistics(net, net, images())["dead"]

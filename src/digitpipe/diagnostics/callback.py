@@ -91,10 +91,10 @@ class Diagnostics(L.Callback):
         self.flush(trainer)
 
     def _probe_units(self, pl_module: L.LightningModule, step: int, epoch: int) -> dict[str, float]:
-        stats = unit_statistics(pl_module, pl_module.net, self._probe, self.threshold)
-        metrics = ("dead", "saturated") if self.saturating else ("dead",)
+        threshold = self.threshold if self.saturating else None
+        stats = unit_statistics(pl_module, pl_module.net, self._probe, threshold)
         measured = {}
-        for metric in metrics:
+        for metric in stats:
             for layer, value in stats[metric].items():
                 self._record(step, epoch, metric, layer, value)
                 measured[metric_key(metric, layer)] = value

@@ -37,19 +37,19 @@ def weight_layers(net: nn.Module) -> list[str]:
 class _Accumulator:
     """Per layer: the largest activation output seen per unit, and the count of saturated inputs."""
 
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
+    def __init__(self, threshold: float | None) -> None:
+        self.threshold = threshold  # None: saturation not counted
         self.peak: torch.Tensor | None = None
         self.saturated = 0
         self.total = 0
 
     def __call__(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         (z,) = inputs
-        units = output.transpose(0, 1).flatten(1)  # (units, images x positions)
-        peak = units.amax(dim=1)
+        peak = output.amax(dim=[d for d in range(output.dim()) if d != 1])  # per unit: dim 1
         self.peak = peak if self.peak is None else torch.maximum(self.peak, peak)
-        self.saturated += int((z.abs() > self.threshold).sum())
-        self.total += z.numel()
+        if self.threshold is not None:
+            self.saturated += int((z.abs() > self.threshold).sum())
+            self.total += z.numel()
 
 
 def _chunks(images: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
@@ -59,11 +59,12 @@ def _chunks(images: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
 
 @torch.no_grad()
 def unit_statistics(
-    model: nn.Module, net: nn.Module, images: torch.Tensor, threshold: float = 5.0, chunk: int = 500
+    model: nn.Module, net: nn.Module, images: torch.Tensor, threshold: float | None = 5.0, chunk: int = 500
 ) -> dict[str, dict[str, float]]:
     """{"dead": {layer: fraction of units never positive}, "saturated": {layer: fraction of
     pre-activations with |z| > threshold}} over `images`, run through `model` (which contains `net`,
-    e.g. with its input standardisation) in chunks; the model's train/eval mode is restored."""
+    e.g. with its input standardisation) in chunks; the model's train/eval mode is restored.
+    threshold None: only "dead" (saturation costs a pass over every pre-activation)."""
     accumulators = {name: _Accumulator(threshold) for name in activation_layers(net)}
     hooks = [module.register_forward_hook(accumulators[name])
              for name, module in activation_layers(net).items()]  # fmt: skip
@@ -77,5 +78,7 @@ def unit_statistics(
         for hook in hooks:
             hook.remove()
     dead = {name: float((acc.peak <= 0).float().mean()) for name, acc in accumulators.items()}
+    if threshold is None:
+        return {"dead": dead}
     saturated = {name: acc.saturated / max(acc.total, 1) for name, acc in accumulators.items()}
     return {"dead": dead, "saturated": saturated}

@@ -14,11 +14,10 @@ import argparse
 import statistics
 
 import torch
-from epoch_time import lightning_epoch  # the same Lightning epoch the Lightning-vs-plain benchmark times
+from epoch_time import lightning_epoch, loaded_datamodule  # as the Lightning-vs-plain benchmark
 from hydra import compose, initialize_config_dir
 
 from digitpipe.paths import workspace_root
-from digitpipe.training.build import build_datamodule
 
 
 def main() -> None:
@@ -29,9 +28,7 @@ def main() -> None:
     with initialize_config_dir(str(workspace_root() / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
         with_diagnostics = compose("config", overrides=["diagnostics=on", *args.overrides])
-    datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = loaded_datamodule(cfg)
     steps = -(-len(datamodule.splits["train"]) // cfg.data.batch_size)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {steps} steps/epoch, "
           f"activation {cfg.model.activation}")  # fmt: skip

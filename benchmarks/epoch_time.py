@@ -57,6 +57,14 @@ def lightning_epoch(cfg, datamodule) -> float:
     return elapsed
 
 
+def loaded_datamodule(cfg):
+    """The datamodule with the training split in memory (prepared first if the data is missing)."""
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
@@ -64,9 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     with initialize_config_dir(str(workspace_root() / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
-    datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = loaded_datamodule(cfg)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{len(datamodule.splits['train'])} images, batch {cfg.data.batch_size}"

@@ -18,6 +18,7 @@ from digitpipe.study.figures import (
     dead_units_figure,
     grad_norm_figure,
     mean_grad_norms,
+    mean_per_epoch,
 )
 from digitpipe.study.table import COLUMNS, CellResult, Row, group, markdown_table
 
@@ -54,12 +55,8 @@ def plot_data(rows: list[Row], last_step: int) -> dict[str, str]:
     """CSVs for `dvc plots`: validation accuracy per epoch, conv1's early gradient norm per step."""
     accuracy: dict[int, dict[str, Any]] = {}
     for row in rows:
-        for cell in row.cells:
-            for h in cell.history:
-                accuracy.setdefault(int(h["epoch"]), {"epoch": int(h["epoch"])})
-        for epoch, values in accuracy.items():
-            accs = [float(h["val/acc"]) for c in row.cells for h in c.history if int(h["epoch"]) == epoch]
-            values[f"{row.arm}/{row.activation}"] = round(sum(accs) / len(accs), 6) if accs else ""
+        for epoch, mean in zip(*mean_per_epoch(row, "val/acc"), strict=True):
+            accuracy.setdefault(epoch, {"epoch": epoch})[f"{row.arm}/{row.activation}"] = round(mean, 6)
     grad: dict[int, dict[str, Any]] = {}
     for row in rows:
         steps, norms = mean_grad_norms(row, "conv1", last_step)

@@ -25,19 +25,24 @@ def accuracy_figure(rows: Sequence[Row]) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
     for ax, split in zip(axes, ("train", "val"), strict=True):
         for row in rows:
-            per_epoch = defaultdict(list)
-            for cell in row.cells:
-                for h in cell.history:
-                    per_epoch[int(h["epoch"])].append(float(h[f"{split}/acc"]))
-            epochs = sorted(per_epoch)
-            ax.plot(epochs, [statistics.fmean(per_epoch[e]) for e in epochs],
-                    "o--" if row.arm == "dying" else "o-", label=label(row))  # fmt: skip
+            epochs, means = mean_per_epoch(row, f"{split}/acc")
+            ax.plot(epochs, means, "o--" if row.arm == "dying" else "o-", label=label(row))
         ax.set(xlabel="epoch", ylabel="accuracy", title=f"{split} accuracy per epoch (mean over seeds)")
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def mean_per_epoch(row: Row, column: str) -> tuple[list[int], list[float]]:
+    """A history column per epoch, mean over the row's seeds."""
+    per_epoch = defaultdict(list)
+    for cell in row.cells:
+        for h in cell.history:
+            per_epoch[int(h["epoch"])].append(float(h[column]))
+    epochs = sorted(per_epoch)
+    return epochs, [statistics.fmean(per_epoch[e]) for e in epochs]
 
 
 def mean_grad_norms(row: Row, layer: str, last_step: int) -> tuple[list[int], list[float]]:

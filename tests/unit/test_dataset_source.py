@@ -71,7 +71,7 @@ def test_a_dataset_made_with_val_size_100_gives_150_validation_images_when_asked
     made = make_source()
     made.prepare()
     before = md5(made.dataset), made.dataset.stat().st_mtime_ns
-    data = DigitsDataModule(make_source("data.val_size=150"), batch_size=32, eval_batch_size=100)
+    data = DigitsDataModule(make_source("data.val_size=150"), batch_size=32, eval_batch_size=100, seed=0)
     data.prepare_data()
     data.setup("fit")
     assert len(data.splits["val"]) == 150 and len(data.splits["train"]) == 600 - 150
@@ -99,7 +99,7 @@ def test_a_matching_dataset_is_used_as_it_is_without_the_raw_files(make_source, 
     source = make_source()
     source.prepare()
     shutil.rmtree(source.raw_dir)
-    data = DigitsDataModule(source, batch_size=32, eval_batch_size=100)
+    data = DigitsDataModule(source, batch_size=32, eval_batch_size=100, seed=0)
     data.prepare_data()
     data.setup("fit")
     assert not source.raw_dir.exists()  # nothing was downloaded again

@@ -1,4 +1,4 @@
-"""The LightningDataModule: in-memory uint8 tensors, batched by index, scaled on the device."""
+"""The LightningDataModule: uint8 splits held on the training device, batched by index there."""
 
 from __future__ import annotations
 
@@ -6,33 +6,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
 
 from digitpipe.data import SPLITS
+from digitpipe.data.batches import EpochOrder, IndexBatches, Split
 from digitpipe.data.source import DatasetSource
-
-
-class InMemoryDigits(Dataset):
-    """Images and labels held as tensors; a batch is one fancy-indexing call, not N samples."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices)
-        return self.images[index], self.labels[index]
-
-
-def keep_batch(batch: Any) -> Any:
-    """collate_fn for datasets whose __getitems__ already returns a whole batch."""
-    return batch
 
 
 def scale_images(images: torch.Tensor) -> torch.Tensor:
@@ -43,11 +20,11 @@ def scale_images(images: torch.Tensor) -> torch.Tensor:
 class DigitsDataModule(L.LightningDataModule):
     """The splits `source` asks for, in batches; data_md5 (after setup) is the hash of their file."""
 
-    def __init__(self, source: DatasetSource, batch_size: int, eval_batch_size: int) -> None:
+    def __init__(self, source: DatasetSource, batch_size: int, eval_batch_size: int, seed: int) -> None:
         super().__init__()
         self.source = source
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.splits: dict[str, InMemoryDigits] = {}
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.splits: dict[str, Split] = {}  # on the CPU; each loader copies its split to the device once
         self.data_md5: str | None = None
 
     def prepare_data(self) -> None:
@@ -59,7 +36,7 @@ class DigitsDataModule(L.LightningDataModule):
         dataset = self.source.load()
         for split in SPLITS:
             labels = dataset.tensors[f"{split}_labels"].long()
-            self.splits[split] = InMemoryDigits(dataset.tensors[f"{split}_images"], labels)
+            self.splits[split] = Split(dataset.tensors[f"{split}_images"], labels)
         self.data_md5 = dataset.md5
 
     def pixel_stats(self) -> tuple[float, float]:
@@ -71,25 +48,22 @@ class DigitsDataModule(L.LightningDataModule):
         """The first `count` validation images, scaled: a fixed set to measure a model on."""
         return scale_images(self.splits["val"].images[:count])
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = self.splits[split]
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> IndexBatches:
         trainer = self.trainer
-        if split != "train" and trainer is not None and trainer.world_size > 1:
-            # Lightning's default DistributedSampler pads the last batch with repeats, which would
-            # count some test images twice; this one shards without padding (ranks may differ by one)
-            sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-            )
-            return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=keep_batch)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=keep_batch)
+        if trainer is None:  # outside a Trainer: the whole split, on the CPU
+            device, rank, world_size = torch.device("cpu"), 0, 1
+        else:
+            device, rank, world_size = trainer.strategy.root_device, trainer.global_rank, trainer.world_size
+        order = EpochOrder(len(self.splits[split]), shuffle, self.seed, rank, world_size)
+        return IndexBatches(self.splits[split].to(device), batch_size, order)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> IndexBatches:
         return self._loader("train", self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> IndexBatches:
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> IndexBatches:
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

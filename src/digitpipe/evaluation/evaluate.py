@@ -38,7 +38,7 @@ def run_evaluate(cfg: DictConfig) -> Evaluation:
     store = open_store(cfg.mlflow)  # before any work: an unreachable store writes nothing
     check_run_exists(store, run_id)
     d = cfg.data
-    datamodule = DigitsDataModule(dataset_source(cfg), d.batch_size, d.eval_batch_size)
+    datamodule = DigitsDataModule(dataset_source(cfg), d.batch_size, d.eval_batch_size, cfg.seed)
     datamodule.setup("test")
     test = datamodule.splits["test"]
     images = scale_images(test.images)

@@ -46,9 +46,12 @@ class DigitClassifier(L.LightningModule):
         self.standardize = Standardize() if standardize else nn.Identity()
         self.net = build_convnet(activation, negative_slope, num_classes, init)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        for split in SPLITS:  # torchmetrics reduce across DDP ranks; attributes, as "train" is taken
-            setattr(self, f"{split}_loss", MeanMetric())
-            setattr(self, f"{split}_acc", MulticlassAccuracy(num_classes, average="micro"))
+        # torchmetrics reduce across DDP ranks; attributes, as "train" is taken. Their input checks
+        # are off: each costs the GPU a host sync per step, and a NaN loss already stops the fit
+        for split in SPLITS:
+            setattr(self, f"{split}_loss", MeanMetric(nan_strategy="disable"))
+            accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+            setattr(self, f"{split}_acc", accuracy)
 
     def setup(self, stage: str) -> None:
         # after the datamodule's setup; a checkpoint restored later overwrites these with its own
@@ -106,4 +109,9 @@ class DigitClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
+        if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", False) is None:
+            # a schedule over the whole training (OneCycleLR): its length in steps, stepped per step
+            steps = self.trainer.estimated_stepping_batches
+            scheduler = self.scheduler_factory(optimizer, total_steps=steps)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

@@ -22,7 +22,7 @@ class LayerRow:
 def summarize(net: nn.Sequential, input_shape: tuple[int, ...]) -> list[LayerRow]:
     """One row per layer; an activation module is folded into the layer before it, as in Keras."""
     rows: list[LayerRow] = []
-    x = torch.zeros(1, *input_shape)
+    x = torch.zeros(1, *input_shape, device=next(net.parameters()).device)  # wherever the net lives
     with torch.no_grad():
         for name, module in net.named_children():
             x = module(x)

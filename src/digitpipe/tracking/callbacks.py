@@ -34,6 +34,7 @@ class RunMetadata(L.Callback):
             device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
             client.set_tag(run_id, "device.type", device)
             client.set_tag(run_id, "device.count", str(trainer.world_size))
+            client.set_tag(run_id, "device.precision", str(trainer.precision))  # what `auto` became
 
 
 class SystemMetrics(L.Callback):

@@ -17,6 +17,7 @@ from digitpipe.training.checkpoints import RunDir, RunState, checkpoint_callback
 from digitpipe.training.distributed import per_device_batch_size, scaled_lr
 from digitpipe.training.guards import DivergenceGuard, StopOnSignal
 from digitpipe.training.history import EpochHistoryLogger
+from digitpipe.training.precision import resolve_precision
 from digitpipe.training.resume import identity
 
 MONITOR = "val/acc"
@@ -40,11 +41,18 @@ def build_model(cfg: DictConfig, world_size: int = 1) -> DigitClassifier:
 def build_datamodule(cfg: DictConfig, world_size: int = 1) -> DigitsDataModule:
     d = cfg.data
     batch_size = per_device_batch_size(d.batch_size, world_size, cfg.distributed.batch_scope)
-    return DigitsDataModule(dataset_source(cfg), batch_size, d.eval_batch_size)
+    return DigitsDataModule(dataset_source(cfg), batch_size, d.eval_batch_size, cfg.seed)
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
+
+
+def trainer_settings(cfg: DictConfig) -> dict:
+    """lightning.Trainer's keyword arguments: a strategy node instantiated, `auto` precision resolved."""
+    settings = instantiate(cfg.trainer, _convert_="all")
+    settings["precision"] = resolve_precision(settings["precision"], settings["accelerator"])
+    return settings
 
 
 def build_trainer(
@@ -62,9 +70,8 @@ def build_trainer(
         callbacks.append(RunMetadata(run, cfg))
         if cfg.mlflow.system_metrics_interval_s:
             callbacks.append(SystemMetrics(cfg.mlflow.system_metrics_interval_s, run))
-    trainer_kwargs = instantiate(cfg.trainer, _convert_="all")  # a strategy node becomes an object
     trainer = L.Trainer(
-        **trainer_kwargs,
+        **trainer_settings(cfg),
         logger=loggers,
         callbacks=[*callbacks, *build_callbacks(cfg)],
         enable_model_summary=False,

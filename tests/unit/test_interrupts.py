@@ -52,11 +52,14 @@ def run_stuck(grace: float, signals: list[int]) -> tuple[subprocess.CompletedPro
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert process.stdout.readline().strip() == "ready"
     started = time.monotonic()
+    seen = ""
     for signum in signals:
         process.send_signal(signum)
-        time.sleep(0.3)
+        if signum != signals[-1]:  # the next signal is a second one only once this one was handled
+            seen += process.stdout.readline()
     out, err = process.communicate(timeout=30)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err), time.monotonic() - started
+    result = subprocess.CompletedProcess(process.args, process.returncode, seen + out, err)
+    return result, time.monotonic() - started
 
 
 def test_a_process_still_stuck_after_the_grace_period_is_ended():

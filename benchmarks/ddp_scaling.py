@@ -10,14 +10,11 @@ preprocess` first) and writes its outputs and MLflow run to a temporary director
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from train_cli import train_cli
+
 PLAIN_DDP = ["trainer.strategy.static_graph=false", "trainer.strategy.gradient_as_bucket_view=false"]
 
 
@@ -38,21 +35,6 @@ def variants(gpus: int) -> list[tuple[str, int, list[str]]]:
     ]
 
 
-def run(overrides: list[str], epochs: int, out: Path) -> dict[str, float]:
-    paths = {k: out / f"{k}.out" for k in ("run_info", "train_metrics", "history")}
-    args = [sys.executable, "src/train.py", *overrides, f"trainer.max_epochs={epochs}",
-            f"paths.model_dir={out / 'models'}", *(f"paths.{k}={v}" for k, v in paths.items()),
-            f"mlflow.tracking_uri=sqlite:///{out / 'mlflow.db'}", "mlflow.experiment_name=ddp-scaling",
-            "mlflow.log_checkpoint=false", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(overrides)} failed:\n{done.stderr[-3000:]}")
-    metrics = json.loads(paths["train_metrics"].read_text())
-    return {"epoch_s": metrics["fit_seconds"] / epochs, "wall_s": time.perf_counter() - started,
-            "val_acc": metrics["val/acc"]}  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
@@ -62,10 +44,11 @@ def main() -> None:
     print(f"{'setting':<55} {'s/epoch':>8} {'speedup':>8} {'efficiency':>10} {'val/acc':>8}")
     for label, processes, overrides in variants(args.gpus):
         with tempfile.TemporaryDirectory() as tmp:
-            result = run(overrides, args.epochs, Path(tmp))
-        baseline = baseline or result["epoch_s"]
-        speedup = baseline / result["epoch_s"]
-        print(f"{label:<55} {result['epoch_s']:8.2f} {speedup:8.2f} {speedup / processes:10.0%} "
+            result = train_cli([*overrides, f"trainer.max_epochs={args.epochs}"], Path(tmp), "ddp-scaling")
+        epoch_s = result["fit_s"] / result["epochs"]
+        baseline = baseline or epoch_s
+        speedup = baseline / epoch_s
+        print(f"{label:<55} {epoch_s:8.2f} {speedup:8.2f} {speedup / processes:10.0%} "
               f"{result['val_acc']:8.4f}", flush=True)  # fmt: skip
 
 

@@ -21,24 +21,29 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 
 from digitpipe.data.datamodule import scale_images
 from digitpipe.paths import workspace_root
-from digitpipe.training.build import build_callbacks, build_datamodule, build_model
+from digitpipe.training.build import build_callbacks, build_datamodule, build_model, trainer_settings
 
 
-def plain_epoch(cfg, datamodule) -> float:
-    """The reference: the loop anyone would write by hand around the same tensors."""
+def plain_fit(cfg, datamodule, epochs: int) -> tuple[float, torch.nn.Module]:
+    """The reference: the loop anyone would write by hand around the same tensors; (seconds, model)."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).net
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     train = datamodule.splits["train"]
     started = time.perf_counter()
     model.train()
-    for index in torch.randperm(len(train)).split(cfg.data.batch_size):
-        images, labels = scale_images(train.images[index]), train.labels[index]
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - started
+    for _ in range(epochs):
+        for index in torch.randperm(len(train)).split(cfg.data.batch_size):
+            images, labels = scale_images(train.images[index]), train.labels[index]
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - started, model
+
+
+def plain_epoch(cfg, datamodule) -> float:
+    return plain_fit(cfg, datamodule, epochs=1)[0]
 
 
 def lightning_epoch(cfg, datamodule) -> float:
@@ -47,7 +52,7 @@ def lightning_epoch(cfg, datamodule) -> float:
     # the configured callbacks (progress bar) minus the LR monitor, which needs a logger
     callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, LearningRateMonitor)]
     trainer = L.Trainer(
-        **{**cfg.trainer, "max_epochs": 1}, logger=False, enable_checkpointing=False,
+        **{**trainer_settings(cfg), "max_epochs": 1}, logger=False, enable_checkpointing=False,
         enable_model_summary=False, limit_val_batches=0, callbacks=callbacks,
     )  # fmt: skip
     started = time.perf_counter()
@@ -65,31 +70,51 @@ def loaded_datamodule(cfg):
     return datamodule
 
 
+def report(label: str, runs: list[float]) -> None:
+    print(
+        f"{label:<34} median {statistics.median(runs):6.2f} s/epoch, best {min(runs):6.2f}  "
+        f"(runs: {', '.join(f'{t:.2f}' for t in runs)})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--also", action="append", default=[], metavar="OVERRIDES",
+        help="one more Lightning path, alternated with the others: space-separated overrides on top, "
+        "e.g. --also trainer.deterministic=false",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.batch_size=128")
     args = parser.parse_args()
     with initialize_config_dir(str(workspace_root() / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
+        variants = {
+            extra: compose("config", overrides=[*args.overrides, *extra.split()]) for extra in args.also
+        }
     datamodule = loaded_datamodule(cfg)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{len(datamodule.splits['train'])} images, batch {cfg.data.batch_size}"
     )
     plain, lightning = [], []
+    also: dict[str, list[float]] = {extra: [] for extra in variants}
     for _ in range(args.repeats):
         plain.append(plain_epoch(cfg, datamodule))
         lightning.append(lightning_epoch(cfg, datamodule))
-    for label, runs in (("plain PyTorch loop", plain), ("Lightning module", lightning)):
-        print(
-            f"{label:<19} median {statistics.median(runs):6.2f} s/epoch, best {min(runs):6.2f}  "
-            f"(runs: {', '.join(f'{t:.2f}' for t in runs)})"
-        )
+        for extra, variant in variants.items():
+            also[extra].append(lightning_epoch(variant, datamodule))
+    report("plain PyTorch loop", plain)
+    report("Lightning module", lightning)
+    for extra, runs in also.items():
+        report(f"Lightning, {extra}", runs)
     print(
         f"ratio Lightning / plain: median {statistics.median(lightning) / statistics.median(plain):.3f}, "
         f"best {min(lightning) / min(plain):.3f}"
     )
+    for extra, runs in also.items():
+        ratio = statistics.median(runs) / statistics.median(lightning)
+        print(f"ratio Lightning, {extra} / Lightning: median {ratio:.3f}")
 
 
 if __name__ == "__main__":

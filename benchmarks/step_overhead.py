@@ -1,0 +1,103 @@
+"""Per-step cost of the seed recipe's training step on one device, without Lightning: what bounds it.
+
+    python benchmarks/step_overhead.py --device cuda     # on a GPU: eager, syncs, bf16, compile, CUDA graphs (reduce-overhead)
+    python benchmarks/step_overhead.py --device cpu      # the same variants that make sense on a CPU
+
+The data sits on the device (as the pipeline's IndexBatches keep it); every variant runs the same
+RMSprop steps of batch 64 and reports ms/step (median of repeats) and the implied 5-epoch fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from digitpipe.models.convnet import build_convnet
+
+SEED_STEPS = 5 * 860  # 5 epochs of 55,000 images at batch 64
+
+
+def scale(images: torch.Tensor) -> torch.Tensor:
+    return images.unsqueeze(1).float().div_(255)
+
+
+def make(device: torch.device):
+    torch.manual_seed(0)
+    model = build_convnet("relu", 0.1, 10, "glorot").to(device)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    return model, optimizer
+
+
+def eager_step(model, optimizer, autocast: torch.dtype | None = None, sync: bool = False) -> Callable:
+    def step(images, labels):
+        with torch.autocast(images.device.type, autocast or torch.float32, enabled=autocast is not None):
+            loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if sync:
+            loss.item()  # what a per-step log or progress-bar value costs: the host waits for the GPU
+
+    return step
+
+
+def variants(device: torch.device, images, labels) -> dict[str, Callable]:
+    steps = {
+        "eager fp32": eager_step(*make(device)),
+        "eager fp32 + loss.item() every step": eager_step(*make(device), sync=True),
+        "eager bf16 autocast": eager_step(*make(device), autocast=torch.bfloat16),
+    }
+    model, optimizer = make(device)
+    steps["torch.compile (default)"] = eager_step(torch.compile(model), optimizer)
+    if device.type == "cuda":
+        model, optimizer = make(device)
+        steps['torch.compile(mode="reduce-overhead")'] = eager_step(
+            torch.compile(model, mode="reduce-overhead"), optimizer
+        )
+    return steps
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step: Callable, images, labels, count: int, device: torch.device) -> float:
+    """ms per step over `count` steps drawn by index from the device-resident data."""
+    order = torch.randperm(len(labels), device=device)[: count * 64].view(count, 64)
+    sync(device)
+    started = time.perf_counter()
+    for index in order:
+        step(scale(images[index]), labels[index])
+    sync(device)
+    return (time.perf_counter() - started) * 1000 / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    cpu = f"CPU, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    print(f"{name}; torch {torch.__version__}; {args.steps} steps x {args.repeats} repeats", flush=True)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (60_000, 28, 28), dtype=torch.uint8, generator=generator).to(device)
+    labels = torch.randint(0, 10, (60_000,), generator=generator).to(device)
+    print(f"| variant | ms/step | 5-epoch fit ({SEED_STEPS} steps) |\n|---|---|---|")
+    for label, step in variants(device, images, labels).items():
+        time_steps(step, images, labels, 20, device)  # warm-up: compilation, cuDNN autotuning, graph capture
+        runs = [time_steps(step, images, labels, args.steps, device) for _ in range(args.repeats)]
+        ms = statistics.median(runs)
+        print(f"| {label} | {ms:.3f} | {ms * SEED_STEPS / 1000:.1f} s |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,7 @@
 """Per-step cost of the seed recipe's training step on one device, without Lightning: what bounds it.
 
-    python benchmarks/step_overhead.py --device cuda     # on a GPU: eager, syncs, bf16, compile, CUDA graphs (reduce-overhead)
+    python benchmarks/step_overhead.py --device cuda     # on a GPU: eager, syncs, bf16, compile, CUDA graphs
+    python benchmarks/step_overhead.py --only graph      # only the variants whose name has 'graph'
     python benchmarks/step_overhead.py --device cpu      # the same variants that make sense on a CPU
 
 The data sits on the device (as the pipeline's IndexBatches keep it); every variant runs the same
@@ -26,10 +27,10 @@ def scale(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float().div_(255)
 
 
-def make(device: torch.device):
+def make(device: torch.device, capturable: bool = False):
     torch.manual_seed(0)
     model = build_convnet("relu", 0.1, 10, "glorot").to(device)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, capturable=capturable)
     return model, optimizer
 
 
@@ -46,20 +47,53 @@ def eager_step(model, optimizer, autocast: torch.dtype | None = None, sync: bool
     return step
 
 
-def variants(device: torch.device, images, labels) -> dict[str, Callable]:
+def graphed_step(model, optimizer, example: tuple[torch.Tensor, torch.Tensor]) -> Callable:
+    """The whole step (forward, backward, a capturable RMSprop update) as one CUDA graph, captured
+    as torch.cuda.graphs documents it; each replay first copies the batch into the graph's inputs."""
+    static_images, static_labels = example[0].clone(), example[1].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream: optimizer state, cuDNN choices
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(static_images), static_labels).backward()
+            optimizer.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        static_loss = F.cross_entropy(model(static_images), static_labels)
+        static_loss.backward()
+        optimizer.step()
+
+    def step(images, labels):
+        static_images.copy_(images)
+        static_labels.copy_(labels)
+        graph.replay()
+
+    step.keep = (graph, static_loss)  # the graph's outputs live as long as the step
+    return step
+
+
+def variants(device: torch.device, images, labels) -> dict[str, Callable[[], Callable]]:
+    """Each variant's step, built on demand (compiling and capturing happen at the first call)."""
     steps = {
-        "eager fp32": eager_step(*make(device)),
-        "eager fp32 + loss.item() every step": eager_step(*make(device), sync=True),
-        "eager bf16 autocast": eager_step(*make(device), autocast=torch.bfloat16),
+        "eager fp32": lambda: eager_step(*make(device)),
+        "eager fp32 + loss.item() every step": lambda: eager_step(*make(device), sync=True),
+        "eager bf16 autocast": lambda: eager_step(*make(device), autocast=torch.bfloat16),
+        "torch.compile (default)": lambda: compiled_step(device),
     }
-    model, optimizer = make(device)
-    steps["torch.compile (default)"] = eager_step(torch.compile(model), optimizer)
     if device.type == "cuda":
-        model, optimizer = make(device)
-        steps['torch.compile(mode="reduce-overhead")'] = eager_step(
-            torch.compile(model, mode="reduce-overhead"), optimizer
-        )
+        steps['torch.compile(mode="reduce-overhead")'] = lambda: compiled_step(device, "reduce-overhead")
+        example = scale(images[:64]), labels[:64]
+        whole = lambda: graphed_step(*make(device, capturable=True), example)  # noqa: E731
+        steps["the whole step as one CUDA graph"] = whole
     return steps
+
+
+def compiled_step(device: torch.device, mode: str | None = None) -> Callable:
+    model, optimizer = make(device)
+    return eager_step(torch.compile(model, mode=mode), optimizer)
 
 
 def sync(device: torch.device) -> None:
@@ -83,6 +117,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", help="run only the variants whose name contains this")
     args = parser.parse_args()
     device = torch.device(args.device)
     cpu = f"CPU, {torch.get_num_threads()} threads"
@@ -92,7 +127,10 @@ def main() -> None:
     images = torch.randint(0, 256, (60_000, 28, 28), dtype=torch.uint8, generator=generator).to(device)
     labels = torch.randint(0, 10, (60_000,), generator=generator).to(device)
     print(f"| variant | ms/step | 5-epoch fit ({SEED_STEPS} steps) |\n|---|---|---|")
-    for label, step in variants(device, images, labels).items():
+    for label, build in variants(device, images, labels).items():
+        if args.only and args.only not in label:
+            continue
+        step = build()
         time_steps(step, images, labels, 20, device)  # warm-up: compilation, cuDNN autotuning, graph capture
         runs = [time_steps(step, images, labels, args.steps, device) for _ in range(args.repeats)]
         ms = statistics.median(runs)

@@ -107,6 +107,11 @@ class Store:
         return MlflowClient(self.uri)
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI "Traces" page, and the runs only
+# after a switch to "Model training"; a kind chosen in the UI later is left as it is
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def open_store(mlflow_cfg: Mapping[str, Any]) -> Store:
     """Reachable, tables created and migrated once, the experiment there: ready for concurrent runs."""
     from mlflow import MlflowClient
@@ -129,6 +134,8 @@ def open_store(mlflow_cfg: Mapping[str, Any]) -> Store:
             )
         else:
             experiment_id = experiment.experiment_id
+            if KIND_TAG not in experiment.tags:  # made by an older version, or outside the project
+                client.set_experiment_tag(experiment_id, KIND_TAG, TRAINING_KIND)
     return Store(uri, experiment_id)
 
 
@@ -136,7 +143,7 @@ def _create_experiment(client, name: str, location: str | None) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.create_experiment(name, location)
+        return client.create_experiment(name, location, tags={KIND_TAG: TRAINING_KIND})
     except MlflowException:  # created meanwhile by another process on a tracking server
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

@@ -1,0 +1,32 @@
+"""The project's MLflow store: the experiment is created ready for the UI's model-training view."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+
+from digitpipe.tracking.store import KIND_TAG, open_store
+
+from ..conftest import compose_config
+
+
+def store_config(tmp_path, experiment: str = "kinds"):
+    mlflow = compose_config().mlflow
+    mlflow.tracking_uri, mlflow.experiment_name = f"sqlite:///{tmp_path / 'mlflow.db'}", experiment
+    return mlflow
+
+
+def test_a_new_experiment_opens_on_its_training_runs_in_the_ui(tmp_path):
+    store = open_store(store_config(tmp_path))
+    tags = MlflowClient(store.uri).get_experiment(store.experiment_id).tags
+    assert tags[KIND_TAG] == "custom_model_development"
+
+
+def test_an_older_experiment_gets_the_kind_and_a_kind_chosen_in_the_ui_is_kept(tmp_path):
+    cfg = store_config(tmp_path)
+    client = MlflowClient(cfg.tracking_uri)
+    older = client.create_experiment("kinds")  # as versions before this one made it: no kind
+    chosen = client.create_experiment("genai", tags={KIND_TAG: "genai_development"})
+    assert open_store(cfg).experiment_id == older
+    assert client.get_experiment(older).tags[KIND_TAG] == "custom_model_development"
+    open_store(store_config(tmp_path, "genai"))
+    assert client.get_experiment(chosen).tags[KIND_TAG] == "genai_development"

@@ -1,12 +1,16 @@
+import lightning as L
 import pytest
+import torch
 import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from digitpipe.config import validate
 from digitpipe.errors import ConfigError
 from digitpipe.tracking.metadata import flatten_config, run_name
+from digitpipe.training.build import build_model
 
 from ..conftest import ROOT, compose_config
 
@@ -80,5 +84,53 @@ def test_params_are_flattened_to_override_syntax():
     assert flat["scheduler"] is None
 
 
-def test_run_names_say_what_was_trained():
-    assert run_name(compose_config(["model.activation=elu", "optimizer=adam"])) == "elu-adam-lr0.001"
+def test_run_names_say_what_was_trained(monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    assert run_name(compose_config()) == "relu-rmsprop-lr0.001-b64-5ep-s42"
+    elu_adam = compose_config(["model.activation=elu", "optimizer=adam"])
+    assert run_name(elu_adam) == "elu-adam-lr0.001-b64-5ep-s42"
+    assert run_name(compose_config(["experiment=fast"])) == "relu-adam-lr0.005-onecyclelr-b128-2ep-s42"
+    assert run_name(compose_config(["mlflow.run_name=mine"])) == "mine"
+
+
+@pytest.mark.parametrize("override", ["trainer.max_epochs=1", "seed=7", "trainer.precision=bf16-mixed",
+                                      "data.batch_size=128", "scheduler=cosine"])  # fmt: skip
+def test_runs_that_differ_in_what_users_vary_get_different_names(monkeypatch, override):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    assert run_name(compose_config([override])) != run_name(compose_config())
+
+
+def test_a_dvc_experiments_runs_carry_its_name(monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "rapid-hump")
+    assert run_name(compose_config()) == "rapid-hump: relu-rmsprop-lr0.001-b64-5ep-s42"
+
+
+def test_the_fast_recipe_overrides_the_seed_recipe_and_nothing_else():
+    seed, fast = compose_config(), compose_config(["experiment=fast"])
+    assert fast.optimizer._target_ == "torch.optim.Adam" and fast.optimizer.lr == 0.005
+    assert fast.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
+    assert fast.scheduler.total_steps is None  # the training's own length
+    assert (fast.data.batch_size, fast.trainer.max_epochs) == (128, 2)
+    assert fast.model == seed.model and fast.trainer.precision == seed.trainer.precision
+    assert compose_config(["experiment=fast", "trainer.max_epochs=3"]).trainer.max_epochs == 3  # the CLI wins
+
+
+def test_a_one_cycle_schedule_spans_the_whole_training_and_steps_every_optimizer_step(tmp_path):
+    cfg = compose_config(["experiment=fast", "trainer.max_epochs=2"])
+    model = build_model(cfg)
+    rates = []
+
+    class Rates(L.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    data = DataLoader(TensorDataset(torch.rand(40, 1, 28, 28), torch.arange(40) % 10), batch_size=8)
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", callbacks=[Rates()],
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, data)
+    assert len(rates) == 10 and len(set(rates)) == 10  # a new rate every step, not every epoch
+    peak = rates.index(max(rates))
+    assert 0 < peak < 9 and max(rates) == pytest.approx(0.005, rel=0.2)  # warms up, then anneals
+    assert rates[-1] < rates[0] < max(rates)
+    assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 10  # the training's own length

@@ -15,11 +15,24 @@ from digitpipe.tracking.owner import Owner
 
 
 def run_name(cfg: DictConfig) -> str:
-    """Say what was trained: activation, optimizer and learning rate."""
+    """Say what was trained, so that runs that differ are told apart in the runs table: activation,
+    optimizer, learning rate, schedule, batch, epochs, seed, a precision chosen by name, and the DVC
+    experiment when there is one (e.g. "relu-rmsprop-lr0.001-b64-5ep-s42")."""
     if cfg.mlflow.run_name:
         return cfg.mlflow.run_name
-    optimizer = cfg.optimizer._target_.rsplit(".", 1)[-1].lower()
-    return f"{cfg.model.activation}-{optimizer}-lr{cfg.optimizer.lr:g}"
+
+    def short(target: str) -> str:
+        return target.rsplit(".", 1)[-1].lower()
+
+    parts = [cfg.model.activation, short(cfg.optimizer._target_), f"lr{cfg.optimizer.lr:g}"]
+    if cfg.get("scheduler"):
+        parts.append(short(cfg.scheduler._target_))
+    parts += [f"b{cfg.data.batch_size}", f"{cfg.trainer.max_epochs}ep", f"s{cfg.seed}"]
+    if cfg.trainer.precision != "auto":
+        parts.append(str(cfg.trainer.precision))
+    name = "-".join(parts)
+    experiment = os.environ.get("DVC_EXP_NAME")
+    return f"{experiment}: {name}" if experiment else name
 
 
 def flatten_config(cfg: DictConfig) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from digitpipe.training.precision import resolve_precision
+
 from ..conftest import ROOT, copy_project, files_config, free_port, run_cli, tiny_overrides, write_mirror
 from .test_mlflow_server import start, stop
 
@@ -110,7 +112,7 @@ def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_arti
     steps = client.get_metric_history(run.info.run_id, "train/loss_step")
     assert len(steps) >= 3  # per-step training loss
     assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # per epoch
-    assert run.data.tags["mlflow.runName"] == "relu-rmsprop-lr0.001"
+    assert run.data.tags["mlflow.runName"] == "relu-rmsprop-lr0.001-b32-2ep-s42"
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     lock = (project / "dvc.lock").read_text()
     assert run.data.tags["data.md5"] in lock
@@ -123,6 +125,8 @@ def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_arti
     summary = Path(client.download_artifacts(run.info.run_id, "model_summary.txt")).read_text()
     assert "Total params: 93,322" in summary
     assert run.data.tags["device.type"] == "cpu" and run.data.tags["device.count"] == "1"
+    assert run.data.params["trainer.precision"] == "auto"  # what was asked; the tag: what ran
+    assert run.data.tags["device.precision"] == resolve_precision("auto", "cpu")
     assert run.data.tags["git.dirty"] in ("true", "false") and run.data.tags["process.host"]
     assert run.info.status == "FINISHED" and int(run.data.tags["process.pid"]) > 0
     figures = {a.path.removeprefix("figures/") for a in client.list_artifacts(run.info.run_id, "figures")}
@@ -139,16 +143,17 @@ def test_the_model_is_registered_and_predicts_digits_without_project_code(repro)
     project, _ = repro
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client, (run,) = mlflow_runs(project)
-    version = client.get_model_version("mnist-convnet", "1")
-    assert version.run_id == run.info.run_id
-    model = mlflow.pyfunc.load_model("models:/mnist-convnet/1")
+    version = client.get_model_version_by_alias("mnist-convnet", "champion")  # evaluate promoted it
+    assert version.run_id == run.info.run_id and str(version.version) == "1"
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert version.tags == {"status": "champion", "test/acc": str(metrics["test/acc"])}
+    model = mlflow.pyfunc.load_model("models:/mnist-convnet@champion")
     assert str(model.metadata.signature.inputs) == "[Tensor('float32', (-1, 28, 28))]"
     data = torch.load(project / "data/processed/mnist.pt", weights_only=True)
     probabilities = np.asarray(model.predict(data["test_images"][:50].float().numpy()))
     assert probabilities.shape == (50, 10)
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     accuracy = (probabilities.argmax(axis=1) == data["test_labels"][:50].numpy()).mean()
-    metrics = json.loads((project / "reports/metrics.json").read_text())
     assert accuracy >= metrics["test/acc"] - 0.1
 
 
@@ -197,7 +202,7 @@ def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.data.tags["mlflow.runName"].startswith("sweep: model.activation=relu,tanh")
     names = sorted(r.data.tags["mlflow.runName"] for r in children)
-    assert names == ["relu-adam-lr0.001", "relu-rmsprop-lr0.001", "tanh-adam-lr0.001", "tanh-rmsprop-lr0.001"]
+    assert names == [f"{a}-{o}-lr0.001-b32-1ep-s42" for a in ("relu", "tanh") for o in ("adam", "rmsprop")]
     assert all(r.info.status == "FINISHED" for r in runs)
     # comparable: every child has the same metric names, whatever its optimizer (README's query)
     assert len({frozenset(r.data.metrics) for r in children}) == 1
@@ -207,7 +212,7 @@ def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw):
         filter_string="params.`model.activation` = 'tanh'",
         order_by=["metrics.`val/acc` DESC"],
     )
-    assert sorted(found["tags.mlflow.runName"]) == ["tanh-adam-lr0.001", "tanh-rmsprop-lr0.001"]
+    assert sorted(found["tags.mlflow.runName"]) == [n for n in names if n.startswith("tanh")]
     assert list(found["metrics.val/acc"]) == sorted(found["metrics.val/acc"], reverse=True)
     assert list(found["metrics.train/lr"]) == pytest.approx([1e-3, 1e-3])
 
@@ -234,10 +239,14 @@ def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
+            # the experiment opens on its training runs (the kind tag), not on an empty GenAI Traces page
+            page.goto(f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}")
+            page.get_by_text("relu-rmsprop-lr0.001-b32-2ep-s42").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "experiment.png"))
             page.goto(
                 f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
             )
-            page.get_by_text("relu-rmsprop-lr0.001").first.wait_for(timeout=60_000)
+            page.get_by_text("relu-rmsprop-lr0.001-b32-2ep-s42").first.wait_for(timeout=60_000)
             page.get_by_text("test/acc").first.wait_for(timeout=30_000)
             body = page.inner_text("body")
             assert f"test/loss\n{run.data.metrics['test/loss']}" in body  # the value evaluate logged

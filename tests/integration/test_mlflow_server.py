@@ -16,6 +16,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from digitpipe.tracking.registry import promote_if_better
+
 from ..conftest import ROOT, copy_project, free_port, run_cli, tiny_overrides, user_env, write_mirror
 
 pytestmark = pytest.mark.slow
@@ -94,10 +96,13 @@ def test_a_run_logged_over_http_reads_back_through_the_client(server, remote_run
 
 
 def test_the_registered_model_is_served_by_mlflow_models_serve(server, remote_run):
-    project, _ = remote_run
+    project, run_id = remote_run
+    # README serves the champion: promoted here as the evaluate stage would, over HTTP
+    promoted = promote_if_better(MlflowClient(server), "mnist-convnet", run_id, 0.9)
+    assert promoted.endswith("is now models:/mnist-convnet@champion")
     port = free_port()
     mlflow = str(Path(sys.executable).parent / "mlflow")
-    command = [mlflow, "models", "serve", "-m", "models:/mnist-convnet/1", "--env-manager", "local",
+    command = [mlflow, "models", "serve", "-m", "models:/mnist-convnet@champion", "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
     # `mlflow models serve` execs `uvicorn` from PATH: start() gives it this environment's bin/
     process = start(

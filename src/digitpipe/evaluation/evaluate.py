@@ -25,6 +25,7 @@ from digitpipe.models.classifier import DigitClassifier
 from digitpipe.paths import resolve
 from digitpipe.tracking.logger import store_failures
 from digitpipe.tracking.owner import close_dead_runs
+from digitpipe.tracking.registry import promote_if_better
 from digitpipe.tracking.store import Store, open_store
 from digitpipe.training.checkpoints import read_run_state
 
@@ -47,6 +48,11 @@ def run_evaluate(cfg: DictConfig) -> Evaluation:
     write_reports(cfg, result, logits.argmax(dim=1), test.labels)
     figures = build_figures(cfg, model, result, images, test.images, test.labels, logits.softmax(dim=1))
     log_to_run(store, run_id, cfg, result, figures)
+    if name := cfg.mlflow.registered_model_name:  # evaluate decides: the test metrics exist now
+        with store_failures(store.uri, "updating the model registry"):
+            verdict = promote_if_better(store.client, name, run_id, result.scalars["test/acc"])
+        if verdict:
+            print(verdict, flush=True)
     return result
 
 

@@ -8,6 +8,7 @@ import torch
 
 from digitpipe.errors import DivergedError
 from digitpipe.tracking.logger import store_failures
+from digitpipe.tracking.registry import mark_candidate
 from digitpipe.tracking.run import TrackedRun
 
 
@@ -37,4 +38,6 @@ def log_model(run: TrackedRun, model: torch.nn.Module, example: Any, registered_
             )  # fmt: skip
         finally:
             mlflow.end_run(status="RUNNING")  # the fluent API would end it FINISHED: TrackedRun decides
+        if registered_name:
+            mark_candidate(run.store.client, registered_name, run.run_id)
     return info.model_uri

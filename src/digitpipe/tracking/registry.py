@@ -1,0 +1,62 @@
+"""The model registry's `@champion` alias: it moves to a version only when that version's test
+accuracy beats the current champion's. Every registered version is a candidate until then."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+CHAMPION = "champion"
+STATUS_TAG, ACCURACY_TAG = "status", "test/acc"
+
+
+def run_version(client: MlflowClient, model_name: str, run_id: str):
+    """The newest version of `model_name` registered from `run_id`, or None."""
+    versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def champion_version(client: MlflowClient, model_name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:  # no alias yet (or no such model)
+        return None
+
+
+def version_accuracy(client: MlflowClient, version) -> float:
+    """A version's test accuracy: its tag, else its run's test/acc (a champion chosen by hand)."""
+    if ACCURACY_TAG in version.tags:
+        return float(version.tags[ACCURACY_TAG])
+    return client.get_run(version.run_id).data.metrics.get("test/acc", float("-inf"))
+
+
+def promote_if_better(client: MlflowClient, model_name: str, run_id: str, test_acc: float) -> str | None:
+    """Record the run's version's test accuracy and move @champion to it if it beats the champion's.
+
+    Returns one line saying what happened, or None when the run registered no version.
+    """
+    version = run_version(client, model_name, run_id)
+    if version is None:
+        return None
+    client.set_model_version_tag(model_name, version.version, ACCURACY_TAG, str(test_acc))
+    this = f"{model_name} version {version.version} (test acc {test_acc:.4f})"
+    champion, replaced = champion_version(client, model_name), ""
+    if champion is not None and str(champion.version) != str(version.version):  # MLflow mixes int and str
+        best = version_accuracy(client, champion)
+        if test_acc <= best:
+            return f"{this} stays a candidate: @{CHAMPION} is version {champion.version} ({best:.4f})"
+        client.set_model_version_tag(model_name, champion.version, STATUS_TAG, "former champion")
+        replaced = f", replacing version {champion.version} ({best:.4f})"
+    client.set_registered_model_alias(model_name, CHAMPION, version.version)
+    client.set_model_version_tag(model_name, version.version, STATUS_TAG, CHAMPION)
+    return f"{this} is now models:/{model_name}@{CHAMPION}{replaced}"
+
+
+def mark_candidate(client: MlflowClient, model_name: str, run_id: str) -> None:
+    """Every version starts as a candidate; evaluate decides whether it becomes the champion."""
+    if (version := run_version(client, model_name, run_id)) is not None:
+        client.set_model_version_tag(model_name, version.version, STATUS_TAG, "candidate")

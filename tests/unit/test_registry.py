@@ -1,0 +1,82 @@
+"""@champion moves only to a version whose test accuracy beats the champion's; the rest stay candidates."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from digitpipe.tracking.registry import CHAMPION, mark_candidate, promote_if_better
+
+MODEL = "mnist-convnet"
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real sqlite store with a registered model; register(run) adds a version made by a new run."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("registry")
+    client.create_registered_model(MODEL)
+
+    def register() -> str:
+        run = client.create_run(experiment)
+        client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id)
+        mark_candidate(client, MODEL, run.info.run_id)
+        return run.info.run_id
+
+    return client, register
+
+
+def champion(client) -> tuple[str, str]:
+    version = client.get_model_version_by_alias(MODEL, CHAMPION)
+    return str(version.version), version.tags["test/acc"]
+
+
+def status(client, version: str) -> str:
+    return client.get_model_version(MODEL, version).tags["status"]
+
+
+def test_the_first_evaluated_version_becomes_the_champion(registry):
+    client, register = registry
+    run = register()
+    assert status(client, "1") == "candidate"
+    line = promote_if_better(client, MODEL, run, 0.9908)
+    assert line == f"{MODEL} version 1 (test acc 0.9908) is now models:/{MODEL}@champion"
+    assert champion(client) == ("1", "0.9908") and status(client, "1") == "champion"
+
+
+def test_a_worse_version_stays_a_candidate_and_a_better_one_takes_over(registry):
+    client, register = registry
+    first, worse, better = register(), register(), register()
+    promote_if_better(client, MODEL, first, 0.9908)
+    line = promote_if_better(client, MODEL, worse, 0.93)  # e.g. a 1-epoch sigmoid experiment
+    assert line == f"{MODEL} version 2 (test acc 0.9300) stays a candidate: @champion is version 1 (0.9908)"
+    assert champion(client) == ("1", "0.9908") and status(client, "2") == "candidate"
+    assert promote_if_better(client, MODEL, better, 0.9921).endswith("replacing version 1 (0.9908)")
+    assert champion(client) == ("3", "0.9921")
+    assert (status(client, "1"), status(client, "3")) == ("former champion", "champion")
+    assert promote_if_better(client, MODEL, first, 0.9908).endswith("@champion is version 3 (0.9921)")
+
+
+def test_a_tie_does_not_move_the_champion_and_reevaluating_the_champion_keeps_it(registry):
+    client, register = registry
+    first, second = register(), register()
+    promote_if_better(client, MODEL, first, 0.99)
+    assert "stays a candidate" in promote_if_better(client, MODEL, second, 0.99)
+    assert promote_if_better(client, MODEL, first, 0.985).endswith("is now models:/mnist-convnet@champion")
+    assert champion(client) == ("1", "0.985")
+
+
+def test_a_champion_chosen_by_hand_is_judged_by_its_runs_test_accuracy(registry):
+    client, register = registry
+    mine, theirs = register(), register()
+    client.log_metric(mine, "test/acc", 0.995)
+    client.set_registered_model_alias(MODEL, CHAMPION, "1")  # set in the UI: no test/acc tag
+    assert "stays a candidate" in promote_if_better(client, MODEL, theirs, 0.991)
+
+
+def test_a_run_that_registered_nothing_changes_nothing(registry):
+    client, _ = registry
+    run = client.create_run(client.get_experiment_by_name("registry").experiment_id).info.run_id
+    assert promote_if_better(client, MODEL, run, 0.99) is None
+    with pytest.raises(Exception, match="alias"):
+        client.get_model_version_by_alias(MODEL, CHAMPION)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from digitpipe.errors import ConfigError, exit_on_user_error
@@ -35,6 +38,57 @@ def check_group_choices(args: list[str], config_dir: Path) -> None:
                 raise ConfigError(f"{key}={value} is not a known choice; choose one of: {valid}")
 
 
+def option(args: list[str], short: str, long: str) -> str | None:
+    """The value of `-cn NAME`, `--config-name NAME` or `--config-name=NAME` style options."""
+    for i, arg in enumerate(args):
+        if arg in (short, long) and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(f"{long}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def differing_keys(found: Any, expected: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, found, expected) wherever two nested configs differ; a missing key is None."""
+    if isinstance(found, dict) and isinstance(expected, dict):
+        keys = list(expected) + [k for k in found if k not in expected]
+        return [d for k in keys for d in differing_keys(found.get(k), expected.get(k), f"{prefix}{k}.")]
+    return [] if found == expected else [(prefix[:-1], found, expected)]
+
+
+def composed_config(config_dir: Path) -> dict:
+    """conf/ composed as `dvc exp run` composes it into params.yaml (no overrides)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
+        return OmegaConf.to_container(compose("config"), resolve=True)
+
+
+def check_params_current(args: list[str], config_dir: Path) -> None:
+    """A stage run on params.yaml (`-cn params`, what dvc.yaml's commands do) outside a DVC
+    experiment must find there what conf/ composes to: `dvc repro` reads params.yaml, which only
+    `dvc exp run` rewrites, so an edited conf/ or a finished experiment's values would otherwise
+    train silently."""
+    if option(args, "-cn", "--config-name") != "params" or os.environ.get("DVC_EXP_NAME"):
+        return
+    params = Path(option(args, "-cd", "--config-dir") or ".") / "params.yaml"
+    if not params.is_file():
+        return  # Hydra names the missing file itself
+    found = yaml.safe_load(params.read_text())
+    differences = differing_keys(found, composed_config(config_dir))
+    if not differences:
+        return
+    shown = ", ".join(f"{key}={old!r} where conf/ has {new!r}" for key, old, new in differences[:3])
+    more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+    raise ConfigError(
+        f"{params} is not what conf/ composes to: {shown}{more}. `dvc repro` runs on params.yaml and "
+        "only `dvc exp run` rewrites it from conf/: run `dvc exp run` to train what conf/ says, or "
+        "`git checkout params.yaml` to drop a finished experiment's values"
+    )
+
+
 def preflight(config_dir: Path) -> None:
     """Checks on the command line that must fail before Hydra starts (exit 2, one line)."""
     exit_on_user_error(check_group_choices)(sys.argv[1:], config_dir)
+    exit_on_user_error(check_params_current)(sys.argv[1:], config_dir)

@@ -41,6 +41,11 @@ def shrink_conf(project: Path, tiny_raw: dict[str, bytes], sample_system_s: floa
     trainer = project / "conf" / "trainer" / "cpu.yaml"
     trainer.write_text(trainer.read_text().replace("max_epochs: 5", "max_epochs: 2").replace(
         "log_every_n_steps: 50", "log_every_n_steps: 5"))  # fmt: skip
+    compose_params(project)
+
+
+def compose_params(project: Path) -> None:
+    """params.yaml from conf/, as `dvc exp run` writes it (and as the stages check it)."""
     result = run_cli(["python", "-c", "from dvc.utils.hydra import compose_and_dump; import os; "
                       "compose_and_dump('params.yaml', os.path.abspath('conf'), None, 'config', '', [])"],
                      cwd=project)  # fmt: skip
@@ -275,11 +280,14 @@ def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
 def test_dvc_repro_after_an_interrupted_train_stage_resumes_it_in_the_same_run(tmp_path, tiny_raw):
     project = copy_project(tmp_path / "project")
     shrink_conf(project, tiny_raw)
-    # a SIGTERM in the second epoch of the train stage, once: the stage reads params.yaml
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["callbacks"]["kill"] = {"_target_": "tests.support.SignalOnce", "signal": "SIGTERM", "epoch": 1,
-                                   "batch": 2, "marker": str(tmp_path / "signalled")}  # fmt: skip
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # a SIGTERM in the second epoch of the train stage, once: a callback in conf/, composed into params.yaml
+    config = project / "conf" / "config.yaml"
+    kill = {"_target_": "tests.support.SignalOnce", "signal": "SIGTERM", "epoch": 1, "batch": 2,
+            "marker": str(tmp_path / "signalled")}  # fmt: skip
+    killing = f"callbacks:\n  kill: {json.dumps(kill)}\n"  # JSON is YAML
+    config.write_text(config.read_text().replace("callbacks:\n", killing, 1))
+    compose_params(project)
+    assert yaml.safe_load((project / "params.yaml").read_text())["callbacks"]["kill"]["epoch"] == 1
     env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw)), "PYTHONPATH": str(ROOT)}
 
     stopped = run_cli(["dvc", "repro"], cwd=project, env=env)
@@ -297,3 +305,17 @@ def test_dvc_repro_after_an_interrupted_train_stage_resumes_it_in_the_same_run(t
     assert "test/acc" in run.data.metrics  # evaluate logged into it
     status = run_cli(["dvc", "status"], cwd=project, env=env)
     assert "Data and pipelines are up to date." in status.stdout, status.stdout
+
+
+def test_dvc_repro_on_a_params_yaml_that_conf_no_longer_composes_to_stops_in_one_line(tmp_path, tiny_raw):
+    project = copy_project(tmp_path / "project")
+    shrink_conf(project, tiny_raw)
+    model = project / "conf" / "model" / "convnet.yaml"
+    model.write_text(model.read_text().replace("activation: relu", "activation: sigmoid"))
+    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw))}
+    result = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "model.activation='relu' where conf/ has 'sigmoid'" in line and "run `dvc exp run`" in line
+    assert "Traceback" not in result.stderr
+    assert not (project / "data" / "raw").exists() and not (project / "models").exists()  # nothing ran

@@ -1,4 +1,4 @@
-"""The project's MLflow store: the experiment is created ready for the UI's model-training view."""
+"""The project's MLflow store: the experiment is created with MLflow 3's kind for model training."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def store_config(tmp_path, experiment: str = "kinds"):
     return mlflow
 
 
-def test_a_new_experiment_opens_on_its_training_runs_in_the_ui(tmp_path):
+def test_a_new_experiment_is_of_the_model_training_kind(tmp_path):
     store = open_store(store_config(tmp_path))
     tags = MlflowClient(store.uri).get_experiment(store.experiment_id).tags
     assert tags[KIND_TAG] == "custom_model_development"

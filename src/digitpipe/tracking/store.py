@@ -107,8 +107,8 @@ class Store:
         return MlflowClient(self.uri)
 
 
-# MLflow 3's UI opens an experiment without this tag on its GenAI "Traces" page, and the runs only
-# after a switch to "Model training"; a kind chosen in the UI later is left as it is
+# MLflow 3 records what an experiment is for: model training here, not GenAI. (3.17's UI picks its
+# pages by its own GenAI / Model training switch; README gives the link.) A kind set later is kept
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 

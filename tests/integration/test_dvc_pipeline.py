@@ -121,6 +121,9 @@ def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_arti
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     lock = (project / "dvc.lock").read_text()
     assert run.data.tags["data.md5"] in lock
+    (data,) = run.inputs.dataset_inputs  # the MLflow dataset input: which data the run saw
+    assert (data.dataset.name, data.dataset.digest) == ("mnist", run.data.tags["data.md5"])
+    assert [(tag.key, tag.value) for tag in data.tags] == [("mlflow.data.context", "training")]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "model_summary.txt", "evaluation"} <= artifacts
     evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -160,6 +163,32 @@ def test_the_model_is_registered_and_predicts_digits_without_project_code(repro)
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     accuracy = (probabilities.argmax(axis=1) == data["test_labels"][:50].numpy()).mean()
     assert accuracy >= metrics["test/acc"] - 0.1
+
+
+def test_a_team_shares_data_and_models_through_a_dvc_remote(repro, tmp_path):
+    """Push to a remote, lose the cache and every cached output, pull: all back, nothing to rerun."""
+    source, env = repro
+    project = tmp_path / "project"  # a copy: the module's project stays as the other tests expect it
+    shutil.copytree(source, project, symlinks=True)
+    storage = tmp_path / "storage"
+    added = run_cli(["dvc", "remote", "add", "-d", "storage", str(storage)], cwd=project)
+    assert added.returncode == 0, added.stderr
+    pushed = run_cli(["dvc", "push"], cwd=project, env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    model = (project / "models" / "best.ckpt").read_bytes()
+    shutil.rmtree(project / ".dvc" / "cache")
+    for output in ("data/raw", "models"):
+        shutil.rmtree(project / output)
+    (project / "data" / "processed" / "mnist.pt").unlink()
+    pulled = run_cli(["dvc", "pull"], cwd=project, env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (project / "models" / "best.ckpt").read_bytes() == model
+    assert (project / "data" / "raw" / "train-images-idx3-ubyte").is_file()
+    in_sync = run_cli(["dvc", "status", "-c"], cwd=project, env=env)
+    assert "Cache and remote 'storage' are in sync." in in_sync.stdout, in_sync.stdout
+    again = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
+    assert "Data and pipelines are up to date." in again.stdout
 
 
 def test_dvc_metrics_and_plots_show_the_results(repro):
@@ -244,9 +273,11 @@ def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            # the experiment opens on its training runs (the kind tag), not on an empty GenAI Traces page
-            page.goto(f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}")
+            # README's link: the experiment's runs table (MLflow 3.17 opens its GenAI pages otherwise)
+            experiment = f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}"
+            page.goto(f"{experiment}?workflowType=machine_learning")
             page.get_by_text("relu-rmsprop-lr0.001-b32-2ep-s42").first.wait_for(timeout=60_000)
+            assert "/runs" in page.url
             page.screenshot(path=str(tmp_path / "experiment.png"))
             page.goto(
                 f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"

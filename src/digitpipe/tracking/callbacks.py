@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
 
 from digitpipe.tracking.logger import store_failures
 from digitpipe.tracking.metadata import flatten_config
 from digitpipe.tracking.run import TrackedRun
+
+
+def training_input(name: str, datamodule) -> DatasetInput:
+    """The data a run trained on, as MLflow's dataset input: the processed file, digested by the
+    md5 DVC records for it (the run's Overview and the runs table show it under Datasets)."""
+    source = json.dumps({"uri": str(datamodule.source.dataset.resolve())})
+    dataset = Dataset(name=name, digest=datamodule.data_md5, source_type="local", source=source)
+    return DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, "training")])
 
 
 class RunMetadata(L.Callback):
@@ -31,6 +43,7 @@ class RunMetadata(L.Callback):
             client.log_text(run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
             client.log_text(run_id, pl_module.summary(), "model_summary.txt")
             client.set_tag(run_id, "data.md5", trainer.datamodule.data_md5)  # known after setup
+            client.log_inputs(run_id, [training_input(self.cfg.data.name, trainer.datamodule)])
             device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
             client.set_tag(run_id, "device.type", device)
             client.set_tag(run_id, "device.count", str(trainer.world_size))

@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", help="run only the variants whose name contains this")
+    parser.add_argument("--skip", help="skip the variants whose name contains this")
     args = parser.parse_args()
     device = torch.device(args.device)
     cpu = f"CPU, {torch.get_num_threads()} threads"
@@ -128,7 +129,7 @@ def main() -> None:
     labels = torch.randint(0, 10, (60_000,), generator=generator).to(device)
     print(f"| variant | ms/step | 5-epoch fit ({SEED_STEPS} steps) |\n|---|---|---|")
     for label, build in variants(device, images, labels).items():
-        if args.only and args.only not in label:
+        if (args.only and args.only not in label) or (args.skip and args.skip in label):
             continue
         step = build()
         time_steps(step, images, labels, 20, device)  # warm-up: compilation, cuDNN autotuning, graph capture

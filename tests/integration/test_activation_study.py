@@ -76,6 +76,19 @@ def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_pare
         assert (study / "reports" / figure).read_bytes().startswith(b"\x89PNG")
     summary = json.loads((study / "reports" / "summary.json").read_text())
     assert set(summary) == {"base/relu", "base/sigmoid", "dying/relu"}
+    test_acc = json.loads((study / "reports" / "test_acc.json").read_text())
+    assert {k: v["test_acc"] for k, v in test_acc.items()} == {
+        k: v["test_acc_mean"] for k, v in summary.items()
+    }
+    header = next(
+        csv.reader(run_cli(["dvc", "exp", "show", "--csv"], cwd=project, env=env).stdout.splitlines())
+    )
+    study_metrics = [
+        c for c in header if c.startswith("pipelines/")
+    ]  # the cells' metrics do not fill the table
+    assert sorted(study_metrics) == sorted(
+        f"pipelines/activation_study/reports/test_acc.json:{k}.test_acc" for k in test_acc
+    )
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")  # the project's store, not the study's folder
     experiment = client.get_experiment_by_name("activation-study")

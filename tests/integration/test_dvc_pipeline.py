@@ -24,8 +24,9 @@ pytestmark = pytest.mark.slow
 def shrink_conf(project: Path, tiny_raw: dict[str, bytes], sample_system_s: float | None = None) -> None:
     """Point conf/ at the tiny data, then let DVC compose params.yaml from it, as `dvc exp run` does."""
     if sample_system_s is not None:
-        config = project / "conf" / "config.yaml"
+        config = project / "conf" / "mlflow" / "default.yaml"
         key = "system_metrics_interval_s"
+        assert f"{key}: null" in config.read_text()
         config.write_text(config.read_text().replace(f"{key}: null", f"{key}: {sample_system_s}"))
     data = project / "conf" / "data" / "mnist.yaml"
     text = (
@@ -201,6 +202,34 @@ def test_dvc_metrics_and_plots_show_the_results(repro):
     assert "reports/history.csv" in plots.stdout and "confusion" in plots.stdout
 
 
+def test_dvc_exp_show_leads_with_the_metrics_then_the_experiments_knobs(repro):
+    """The table a DVC user reads first: after the experiment's name, its metrics, then what was
+    tried (activation, optimizer and lr, seed, epochs, precision, batch), the plumbing (tracking,
+    paths, mirrors) last, so the columns that tell experiments apart are the ones in sight."""
+    project, env = repro
+    shown = run_cli(["dvc", "exp", "show", "--csv", "--no-pager"], cwd=project, env=env)
+    assert shown.returncode == 0, shown.stderr
+    header = next(csv.reader(shown.stdout.splitlines()))
+    assert header[:5] == ["Experiment", "rev", "typ", "Created", "parent"]
+    metrics = {
+        k
+        for f in ("metrics.json", "train_metrics.json")
+        for k in json.loads((project / "reports" / f).read_text())
+    }
+    assert {"test/acc", "val/acc"} <= metrics and set(header[5 : 5 + len(metrics)]) == metrics
+    params = header[5 + len(metrics) :]
+    knobs = ["model.activation", "optimizer._target_", "optimizer.lr", "seed", "scheduler",
+             "trainer.max_epochs", "trainer.precision", "data.batch_size"]  # fmt: skip
+    assert params[0] == "model.activation"
+    assert [params.index(k) for k in knobs] == sorted(params.index(k) for k in knobs)
+    plumbing = [
+        i
+        for i, c in enumerate(params)
+        if c.startswith(("mlflow.", "paths.", "data.files.", "data.download."))
+    ]
+    assert min(plumbing) > params.index("data.batch_size") and params.index("data.batch_size") < 30
+
+
 def test_exp_run_set_param_changes_what_trains_and_logs_to_the_project_store(repro):
     project, env = repro
     result = run_cli(["dvc", "exp", "run", "--temp", "-S", "model.activation=sigmoid"], cwd=project, env=env)
@@ -312,11 +341,10 @@ def test_dvc_repro_after_an_interrupted_train_stage_resumes_it_in_the_same_run(t
     project = copy_project(tmp_path / "project")
     shrink_conf(project, tiny_raw)
     # a SIGTERM in the second epoch of the train stage, once: a callback in conf/, composed into params.yaml
-    config = project / "conf" / "config.yaml"
+    config = project / "conf" / "callbacks" / "default.yaml"
     kill = {"_target_": "tests.support.SignalOnce", "signal": "SIGTERM", "epoch": 1, "batch": 2,
             "marker": str(tmp_path / "signalled")}  # fmt: skip
-    killing = f"callbacks:\n  kill: {json.dumps(kill)}\n"  # JSON is YAML
-    config.write_text(config.read_text().replace("callbacks:\n", killing, 1))
+    config.write_text(config.read_text() + f"kill: {json.dumps(kill)}\n")  # JSON is YAML
     compose_params(project)
     assert yaml.safe_load((project / "params.yaml").read_text())["callbacks"]["kill"]["epoch"] == 1
     env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw)), "PYTHONPATH": str(ROOT)}

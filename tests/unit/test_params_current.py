@@ -47,7 +47,9 @@ def test_a_finished_experiments_values_left_in_params_yaml_are_refused(project):
     params["model"]["activation"], params["trainer"]["max_epochs"] = "sigmoid", 1
     params["optimizer"]["lr"], params["seed"] = 0.01, 7
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(ConfigError, match=r"seed=7 where conf/ has 42, .* \(and 1 more\)"):
+    with pytest.raises(
+        ConfigError, match=r"model.activation='sigmoid' where conf/ has 'relu', .* \(and 1 more\)"
+    ):
         check_params_current(STAGE, project / "conf")
 
 

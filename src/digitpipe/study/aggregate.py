@@ -24,6 +24,9 @@ from digitpipe.study.table import COLUMNS, CellResult, Row, group, markdown_tabl
 
 REPORTS = "reports"
 TABLE_MD, TABLE_CSV, SUMMARY = "activation_study.md", "activation_study.csv", "summary.json"
+# The study's DVC metrics: the one number per arm/activation that `dvc exp show` and `dvc metrics diff`
+# compare (the rest is in SUMMARY, which is a plain output, so it does not widen the table)
+TEST_ACC = "test_acc.json"
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -91,6 +94,9 @@ def build_reports(rows: list[Row], study: Mapping[str, Any], last_step: int) -> 
         TABLE_MD: text.encode(),
         TABLE_CSV: atomic.csv_text(summaries, [*COLUMNS, "test_acc_std"]).encode(),
         SUMMARY: atomic.json_text(metrics).encode(),
+        TEST_ACC: atomic.json_text(
+            {name: {"test_acc": m["test_acc_mean"]} for name, m in metrics.items()}
+        ).encode(),
         **{name: data.encode() for name, data in plot_data(rows, last_step).items()},
         "accuracy_per_epoch.png": png_bytes(accuracy_figure(rows)),
         "early_grad_norm.png": png_bytes(grad_norm_figure(rows, last_step)),

@@ -24,8 +24,7 @@ from digitpipe.study.table import COLUMNS, CellResult, Row, group, markdown_tabl
 
 REPORTS = "reports"
 TABLE_MD, TABLE_CSV, SUMMARY = "activation_study.md", "activation_study.csv", "summary.json"
-# The study's DVC metrics: the one number per arm/activation that `dvc exp show` and `dvc metrics diff`
-# compare (the rest is in SUMMARY, which is a plain output, so it does not widen the table)
+# One number per arm/activation, the mean test accuracy: what `dvc metrics diff --targets` compares
 TEST_ACC = "test_acc.json"
 
 

@@ -199,7 +199,11 @@ def test_dvc_metrics_and_plots_show_the_results(repro):
     assert "test/acc" in shown and "val/acc" in shown
     plots = run_cli(["dvc", "plots", "show", "--json"], cwd=project, env=env)
     assert plots.returncode == 0, plots.stderr
-    assert "reports/history.csv" in plots.stdout and "confusion" in plots.stdout
+    charts = json.loads(plots.stdout)["data"]
+    # each chart once (no auto-generated twin per stage output), each with its title
+    assert set(charts) == {"loss", "accuracy", "learning_rate", "confusion", "per_class"}
+    titles = [chart["content"]["title"]["text"] for views in charts.values() for chart in views]
+    assert len(titles) == 5 and all(t and "/" not in t for t in titles), titles
 
 
 def test_dvc_exp_show_leads_with_the_metrics_then_the_experiments_knobs(repro):
@@ -285,6 +289,30 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # as root, offline: no sandbox, and none of Chromium's background calls home
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_dvc_plots_show_renders_every_chart_with_no_network(repro):
+    from playwright.sync_api import sync_playwright
+
+    project, env = repro
+    shown = run_cli(["dvc", "plots", "show"], cwd=project, env=env)
+    assert shown.returncode == 0, shown.stderr
+    page_file = project / "dvc_plots" / "index.html"
+    assert "cdn." not in page_file.read_text()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        remote = []  # any request off the disk is refused and recorded: the page must not need one
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                   else (remote.append(route.request.url), route.abort()))  # fmt: skip
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(page_file.as_uri())
+        drawn = ".vega-embed svg.marks, .vega-embed canvas"
+        page.wait_for_function(f"document.querySelectorAll('{drawn}').length >= 5", timeout=30_000)
+        browser.close()
+    assert not remote and not errors, (remote, errors)
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")

@@ -19,7 +19,9 @@ from omegaconf import DictConfig
 from digitpipe.data.idx import encode_idx
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("conf", "src", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvc/plots.html", ".dvcignore")
+PROJECT_FILES = (
+    "conf", "src", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvc/plots.html", ".dvcignore"
+)  # fmt: skip
 FILE_NAMES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",

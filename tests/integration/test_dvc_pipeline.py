@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from digitpipe.training.precision import resolve_precision
 
@@ -144,12 +147,24 @@ def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_arti
     assert figures == expected | maps | {"training_curves.png"}
 
 
-def test_the_model_is_registered_and_predicts_digits_without_project_code(repro):
-    import mlflow.pyfunc
-    import numpy as np
-    import torch
+def out_of_distribution_pngs(images: np.ndarray, folder: Path) -> list[Path]:
+    """MNIST digits as people's files are: dark on light, upscaled, off-centre, RGB."""
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i, digit in enumerate(images.astype(np.uint8)):
+        canvas = np.full((120, 100), 255, dtype=np.uint8)
+        big = np.kron(255 - digit, np.ones((3, 3), dtype=np.uint8))  # 84x84, inverted
+        canvas[5 + i % 30 : 89 + i % 30, 3 + i % 13 : 87 + i % 13] = big
+        paths.append(folder / f"digit{i}.png")
+        Image.fromarray(canvas).convert("RGB").save(paths[-1])
+    return paths
 
-    project, _ = repro
+
+def test_the_model_is_registered_and_predicts_digits_without_project_code(repro, tmp_path):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    project, env = repro
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client, (run,) = mlflow_runs(project)
     version = client.get_model_version_by_alias("mnist-convnet", "champion")  # evaluate promoted it
@@ -157,13 +172,29 @@ def test_the_model_is_registered_and_predicts_digits_without_project_code(repro)
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert version.tags == {"status": "champion", "test/acc": str(metrics["test/acc"])}
     model = mlflow.pyfunc.load_model("models:/mnist-convnet@champion")
-    assert str(model.metadata.signature.inputs) == "[Tensor('float32', (-1, 28, 28))]"
+    inputs = model.metadata.signature.inputs
+    assert inputs.input_names() == ["image", "pixels"] and not any(c.required for c in inputs.inputs)
     data = torch.load(project / "data/processed/mnist.pt", weights_only=True)
-    probabilities = np.asarray(model.predict(data["test_images"][:50].float().numpy()))
-    assert probabilities.shape == (50, 10)
-    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-    accuracy = (probabilities.argmax(axis=1) == data["test_labels"][:50].numpy()).mean()
-    assert accuracy >= metrics["test/acc"] - 0.1
+    images, labels = data["test_images"][:50].numpy(), data["test_labels"][:50].numpy()
+    answers = model.predict(pd.DataFrame({"pixels": [image.tolist() for image in images]}))
+    probabilities = np.stack(answers["probabilities"])
+    assert probabilities.shape == (50, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert list(answers["digit"]) == list(probabilities.argmax(axis=1))
+    assert (answers["digit"].to_numpy() == labels).mean() >= metrics["test/acc"] - 0.1
+
+    # image files: the served model and predict.py frame them with the same code, so they agree
+    pngs = out_of_distribution_pngs(images[:20], tmp_path / "pngs")
+    served = model.predict(pd.DataFrame({"image": [p.read_bytes() for p in pngs]}))
+    printed = run_cli(["python", "src/predict.py", *map(str, pngs)], cwd=project, env=env)
+    assert printed.returncode == 0, printed.stderr
+    expected = [
+        f"{p}: {d} (p={q:.3f})" for p, d, q in zip(pngs, served["digit"], served["probability"], strict=True)
+    ]
+    assert printed.stdout.splitlines() == expected
+    champion = ["--model", "models:/mnist-convnet@champion"]
+    store = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    by_uri = run_cli(["python", "src/predict.py", *champion, *map(str, pngs)], cwd=project, env=store)
+    assert by_uri.returncode == 0 and by_uri.stdout.splitlines() == expected, by_uri.stderr[-2000:]
 
 
 def test_a_team_shares_data_and_models_through_a_dvc_remote(repro, tmp_path):

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from digitpipe.tracking.registry import promote_if_better
 
@@ -95,6 +100,36 @@ def test_a_run_logged_over_http_reads_back_through_the_client(server, remote_run
     assert version.run_id == run_id
 
 
+def invoke(port: int, body: dict) -> tuple[int, Any]:
+    """POST `body` to the served model: the status and the JSON answer (predictions, or the error)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())["predictions"]
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def mlflow_pyfunc_answers(tracking_uri: str, pngs: list[bytes]) -> list[tuple[int, float]]:
+    import mlflow.pyfunc
+    import pandas as pd
+
+    mlflow.set_tracking_uri(tracking_uri)
+    answers = mlflow.pyfunc.load_model("models:/mnist-convnet@champion").predict(
+        pd.DataFrame({"image": pngs})
+    )
+    return [
+        (int(d), round(float(p), 5)) for d, p in zip(answers["digit"], answers["probability"], strict=True)
+    ]
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def test_the_registered_model_is_served_by_mlflow_models_serve(server, remote_run):
     project, run_id = remote_run
     # README serves the champion: promoted here as the evaluate stage would, over HTTP
@@ -110,17 +145,21 @@ def test_the_registered_model_is_served_by_mlflow_models_serve(server, remote_ru
     )
     try:
         data = torch.load(project / "data/processed/mnist.pt", weights_only=True)
-        images, labels = data["test_images"][:20].float().numpy(), data["test_labels"][:20].numpy()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", json.dumps({"inputs": images.tolist()}).encode(),
-            {"Content-Type": "application/json"},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=30) as response:
-            predictions = np.asarray(json.loads(response.read())["predictions"])
+        images, labels = data["test_images"][:20].numpy(), data["test_labels"][:20].numpy()
+        pixels = invoke(port, {"dataframe_records": [{"pixels": image.tolist()} for image in images]})
+        pngs = [png(image) for image in images]  # README's curl: the files' bytes, base64
+        encoded = invoke(port, {"dataframe_records": [{"image": base64.b64encode(b).decode()} for b in pngs]})
+        refused = invoke(port, {"dataframe_records": [{"image": base64.b64encode(b"no image").decode()}]})
     finally:
         stop(process)
-    assert predictions.shape == (20, 10)
-    assert (predictions.argmax(axis=1) == labels).mean() >= 0.8
+    assert pixels[0] == 200, pixels[1]
+    digits = [p["digit"] for p in pixels[1]]
+    assert digits == [int(np.argmax(p["probabilities"])) for p in pixels[1]]
+    assert np.mean(np.array(digits) == labels) >= 0.8
+    # base64 in JSON carries the files' bytes: the same answers as the model loaded here gives them
+    local = mlflow_pyfunc_answers(server, pngs)
+    assert encoded[0] == 200 and [(p["digit"], round(p["probability"], 5)) for p in encoded[1]] == local
+    assert refused[0] == 400 and "row 0's image is not a readable image" in refused[1]["message"]
 
 
 def test_an_unreachable_tracking_server_fails_fast_in_one_line(tmp_path, tiny_raw):

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from digitpipe.data.datamodule import scale_images
 from digitpipe.data.download import MIRROR_ENV
 from digitpipe.models.checkpoint import load_classifier
-from digitpipe.models.predictor import predictor_from_checkpoint
+from digitpipe.serving.network import pixel_classifier_from_checkpoint
 from digitpipe.training.train import train
 
 from ..conftest import compose_config, tiny_overrides
@@ -104,7 +104,8 @@ def test_standardisation_statistics_travel_in_the_checkpoint(tiny_cfg, tmp_path)
     pixels = data["test_images"][:8]
     with torch.no_grad():
         expected = classifier(scale_images(pixels)).softmax(dim=1)
-        assert torch.allclose(predictor_from_checkpoint(checkpoint)(pixels.float()), expected, atol=1e-6)
+        restored = pixel_classifier_from_checkpoint(checkpoint)
+        assert torch.allclose(restored(pixels.float()), expected, atol=1e-6)
         assert not torch.allclose(classifier.net(scale_images(pixels)).softmax(dim=1), expected, atol=1e-3)
 
 

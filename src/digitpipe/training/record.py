@@ -16,8 +16,8 @@ from digitpipe import interrupts
 from digitpipe import io as atomic
 from digitpipe.diagnostics.report import DIAGNOSTICS_CSV, DIAGNOSTICS_PNG, diagnostics_files
 from digitpipe.errors import DivergedError, RankFailed, TrackingError
-from digitpipe.models.predictor import predictor_from_checkpoint
 from digitpipe.paths import resolve
+from digitpipe.serving.network import pixel_classifier_from_checkpoint
 from digitpipe.tracking.logger import send_unsent, store_failures
 from digitpipe.tracking.metadata import run_name, run_tags
 from digitpipe.tracking.model import log_model
@@ -104,7 +104,7 @@ def record(cfg: DictConfig, run: TrackedRun, run_dir: RunDir, result: FitResult)
             for path in (run_dir.best, run_dir.last):
                 run.store.client.log_artifact(run.run_id, str(path), "checkpoints")
     if cfg.mlflow.log_model:
-        model = predictor_from_checkpoint(result.best_checkpoint)
+        model = pixel_classifier_from_checkpoint(result.best_checkpoint)
         log_model(run, model, result.example, cfg.mlflow.registered_model_name)
     paths = cfg.paths
     diagnostics = diagnostics_files(result.diagnostics, run_name(cfg)) if result.diagnostics else {}

@@ -1,10 +1,13 @@
-"""Images from disk to MNIST-style digits, and the model's answer for them."""
+"""Images (files or bytes) to MNIST-style digits: the one conversion that `python src/predict.py`
+and the served MLflow model both use."""
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -12,33 +15,44 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digitpipe.errors import DataError
 
-SIZE, BOX = 28, 20  # MNIST: the digit fits a 20x20 box, centred by mass in 28x28
+SIZE, BOX = 28, 20  # MNIST itself: the digit fits a 20x20 box, centred by mass in 28x28
 
 
-def load_image(path: Path) -> Image.Image:
-    """The decoded image; refused, like PIL's decompression-bomb error, above Image.MAX_IMAGE_PIXELS."""
+def decode(source: str | Path | BinaryIO, name: str) -> Image.Image:
+    """The decoded image (`name` says what it was in messages); refused, like PIL's
+    decompression-bomb error, above Image.MAX_IMAGE_PIXELS."""
     try:
         with warnings.catch_warnings():
             # PIL only warns between 1x and 2x its limit; no digit needs that many pixels, and decoding them
-            # (then ~4 bytes a pixel in to_mnist) costs gigabytes, so the warning is refused like the error
+            # (then ~4 bytes a pixel in frame_digit) costs gigabytes, so the warning is refused like the error
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 image.load()
                 return image
     except FileNotFoundError as err:
-        raise DataError(f"{path}: no such file") from err
+        raise DataError(f"{name}: no such file") from err
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         pixels = re.search(r"\((\d+) pixels\)", str(err))
         size = f"{int(pixels[1]):,} pixels, " if pixels else ""
         raise DataError(
-            f"{path} is too large: {size}over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels (PIL's guard "
+            f"{name} is too large: {size}over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels (PIL's guard "
             "against decompression bombs); scale it down, a digit needs a few hundred pixels a side"
         ) from err
     except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"{path} is not a readable image (PNG or JPEG expected)") from err
+        raise DataError(f"{name} is not a readable image (PNG or JPEG expected)") from err
 
 
-def to_mnist(image: Image.Image) -> torch.Tensor:
+def load_image(path: Path) -> Image.Image:
+    """An image file, decoded."""
+    return decode(path, str(path))
+
+
+def decode_bytes(data: bytes, name: str = "the image") -> Image.Image:
+    """An image file's bytes (PNG, JPEG, ...), decoded."""
+    return decode(io.BytesIO(data), name)
+
+
+def frame_digit(image: Image.Image) -> torch.Tensor:
     """Any image -> (28, 28) float pixels 0..255, white digit on black, as MNIST digits are made."""
     gray = np.asarray(ImageOps.exif_transpose(image).convert("L"), dtype=np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
@@ -61,11 +75,3 @@ def to_mnist(image: Image.Image) -> torch.Tensor:
     left = int(np.clip(round(SIZE / 2 - cx), 0, SIZE - digit.shape[1]))
     canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return torch.from_numpy(canvas)
-
-
-def predict(model: torch.nn.Module, pixels: torch.Tensor) -> list[tuple[int, float]]:
-    """(digit, probability) per image, from a model mapping pixels to probabilities."""
-    with torch.no_grad():
-        probabilities = model(pixels)
-    best = probabilities.max(dim=1)
-    return list(zip(best.indices.tolist(), best.values.tolist(), strict=True))

@@ -1,4 +1,4 @@
-"""The deployable model: raw pixels in, class probabilities out, preprocessing included."""
+"""The network as it is used: raw pixels in, class probabilities out, preprocessing included."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 from digitpipe.models.checkpoint import load_classifier
 
 
-class DigitPredictor(nn.Module):
+class PixelClassifier(nn.Module):
     """(N, 28, 28) float pixels in 0..255, white digit on black, -> (N, classes) probabilities.
 
     Scaling and the training set's standardisation (if it was used) are inside, so whoever loads
@@ -26,6 +26,12 @@ class DigitPredictor(nn.Module):
         return torch.softmax(self.net(x), dim=1)
 
 
-def predictor_from_checkpoint(path: str | Path) -> DigitPredictor:
+def pixel_classifier_from_checkpoint(path: str | Path) -> PixelClassifier:
     classifier = load_classifier(path)
-    return DigitPredictor(classifier.standardize, classifier.net).eval()
+    return PixelClassifier(classifier.standardize, classifier.net).eval()
+
+
+def top_digits(probabilities: torch.Tensor) -> list[tuple[int, float]]:
+    """(digit, probability) per image: the most probable class and its probability."""
+    best = probabilities.max(dim=1)
+    return list(zip(best.indices.tolist(), best.values.tolist(), strict=True))

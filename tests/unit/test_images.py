@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 from digitpipe.errors import DataError
-from digitpipe.prediction import load_image, predict, to_mnist
+from digitpipe.serving.images import decode_bytes, frame_digit, load_image
+from digitpipe.serving.network import top_digits
 
 from ..artifacts import black_png
 
@@ -18,7 +19,7 @@ def digit_like(size=(60, 90), light_background=True) -> Image.Image:
 
 @pytest.mark.parametrize("light", [True, False])
 def test_any_image_becomes_a_white_on_black_28x28_digit_in_a_20px_box(light):
-    pixels = to_mnist(digit_like(light_background=light))
+    pixels = frame_digit(digit_like(light_background=light))
     assert pixels.shape == (28, 28) and pixels.dtype == torch.float32
     ink = (pixels > 50).nonzero()
     assert pixels.max() > 200 and pixels[0, 0] == 0  # white digit, black border
@@ -36,9 +37,17 @@ def test_a_file_that_is_not_an_image_is_refused_in_one_line(tmp_path):
         load_image(tmp_path / "missing.png")
 
 
-def test_predict_returns_the_most_probable_digit_and_its_probability():
+def test_top_digits_are_the_most_probable_digit_and_its_probability():
     probabilities = torch.tensor([[0.1, 0.9] + [0.0] * 8, [0.7, 0.2] + [0.01] * 8])
-    assert predict(lambda x: x, probabilities) == [(1, pytest.approx(0.9)), (0, pytest.approx(0.7))]
+    assert top_digits(probabilities) == [(1, pytest.approx(0.9)), (0, pytest.approx(0.7))]
+
+
+def test_an_images_bytes_decode_as_its_file_does(tmp_path):
+    path = tmp_path / "one.png"
+    digit_like().save(path)
+    assert torch.equal(frame_digit(decode_bytes(path.read_bytes())), frame_digit(load_image(path)))
+    with pytest.raises(DataError, match=r"^row 3's image is not a readable image"):
+        decode_bytes(b"GIF89a-truncated", "row 3's image")
 
 
 @pytest.mark.parametrize(("width", "pixels"), [(40, "1,600"), (50, "2,500")])  # PIL: warning, error

@@ -1,0 +1,83 @@
+"""The MLflow model every training logs and registers (`models:/mnist-convnet@champion`), which
+`mlflow models serve` runs and `python src/predict.py` shares.
+
+Input, a table with one of two columns per row:
+- `image`: a PNG or JPEG file's bytes, any size (base64 in a JSON request); framed as MNIST digits
+  were made by serving.images.frame_digit, the conversion predict.py uses;
+- `pixels`: 28x28 integers 0..255, white digit on black, as MNIST's files hold them.
+Output, per row: `digit`, its `probability`, and the ten `probabilities`.
+
+The network travels as a torch.export program (the artifact "network"), this package as the model's
+code (code_paths), so loading the model needs neither this project nor its data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
+
+from digitpipe.errors import DataError
+from digitpipe.serving.images import SIZE, decode_bytes, frame_digit
+from digitpipe.serving.network import top_digits
+
+NETWORK = "network"  # the artifact holding the PixelClassifier, exported (.pt2)
+IMAGE, PIXELS = "image", "pixels"
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(DataType.binary, IMAGE, required=False),
+                   ColSpec(Array(Array(DataType.long)), PIXELS, required=False)]),
+    outputs=Schema([ColSpec(DataType.long, "digit"), ColSpec(DataType.double, "probability"),
+                    ColSpec(Array(DataType.double), "probabilities")]),
+)  # fmt: skip
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def row_pixels(row: pd.Series, number: int) -> torch.Tensor:
+    """One input row as (28, 28) pixels: its image framed as an MNIST digit, or its pixels as given."""
+    image, pixels = row.get(IMAGE), row.get(PIXELS)
+    if not is_missing(image) and not is_missing(pixels):
+        raise DataError(f"row {number}: both `{IMAGE}` and `{PIXELS}` given; send one")
+    if not is_missing(image):
+        return frame_digit(decode_bytes(bytes(image), f"row {number}'s image"))
+    if is_missing(pixels):
+        raise DataError(f"row {number}: neither `{IMAGE}` (PNG/JPEG bytes) nor `{PIXELS}` (28x28) given")
+    array = np.asarray([np.asarray(line, dtype=np.float32) for line in pixels], dtype=np.float32)
+    if array.shape != (SIZE, SIZE):
+        raise DataError(f"row {number}: `{PIXELS}` is {'x'.join(map(str, array.shape))}, not {SIZE}x{SIZE}")
+    return torch.from_numpy(array)
+
+
+def answers(probabilities: torch.Tensor) -> pd.DataFrame:
+    digits = top_digits(probabilities)
+    return pd.DataFrame({
+        "digit": [d for d, _ in digits],
+        "probability": [p for _, p in digits],
+        "probabilities": probabilities.double().tolist(),
+    })  # fmt: skip
+
+
+class DigitModel(PythonModel):
+    def load_context(self, context) -> None:
+        self.network = torch.export.load(context.artifacts[NETWORK]).module()
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        try:
+            pixels = [row_pixels(row, i) for i, (_, row) in enumerate(model_input.iterrows())]
+        except DataError as err:  # the client's mistake: a 400 with the message, not a 500
+            raise MlflowException(str(err), INVALID_PARAMETER_VALUE) from err
+        if not pixels:
+            return answers(torch.empty(0, 10))
+        with torch.no_grad():
+            return answers(self.network(torch.stack(pixels)))

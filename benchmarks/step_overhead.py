@@ -29,7 +29,7 @@ def scale(images: torch.Tensor) -> torch.Tensor:
 
 def make(device: torch.device, capturable: bool = False):
     torch.manual_seed(0)
-    model = build_convnet("relu", 0.1, 10, "glorot").to(device)
+    model = build_convnet("relu", 0.1, 10, "glorot", 28).to(device)
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, capturable=capturable)
     return model, optimizer
 

@@ -16,6 +16,7 @@ from digitpipe.errors import exit_on_user_error
 from digitpipe.paths import resolve
 from digitpipe.serving.images import frame_digit, load_image
 from digitpipe.serving.network import pixel_classifier_from_checkpoint, top_digits
+from digitpipe.training.checkpoints import BEST
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -51,7 +52,7 @@ def main() -> None:
     else:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("config")
-        digits = from_checkpoint(args.checkpoint or resolve(cfg.paths.model_dir) / "best.ckpt", args.images)
+        digits = from_checkpoint(args.checkpoint or resolve(cfg.paths.model_dir) / BEST, args.images)
     for path, (digit, probability) in zip(args.images, digits, strict=True):
         print(f"{path}: {digit} (p={probability:.3f})")
 

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from digitpipe.cli import preflight
 from digitpipe.config import validate
 from digitpipe.errors import exit_on_user_error
+from digitpipe.metric_names import VAL_ACC
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -21,7 +22,7 @@ def main(cfg: DictConfig) -> float:
     result = train(cfg)
     if result.run_id:  # rank 0 (the other DDP ranks have no run)
         print(f"run {result.run_id}: val/acc {result.metrics['val/acc']:.4f}, best {result.best_checkpoint}")
-    return result.metrics["val/acc"]
+    return result.metrics[VAL_ACC]
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from digitpipe import io as atomic
+from digitpipe import atomic
 from digitpipe.errors import exit_on_user_error
 from digitpipe.study.aggregate import aggregate
 from digitpipe.study.cells import EXPERIMENT, Cell

@@ -38,7 +38,10 @@ def test_the_same_seed_trains_the_same_model_twice(tiny_cfg, tmp_path):
     weights = torch.load(tmp_path / "models" / "last.ckpt", weights_only=True)["state_dict"]
     second = train(tiny_cfg())
     again = torch.load(tmp_path / "models" / "last.ckpt", weights_only=True)["state_dict"]
-    assert first.run_id != second.run_id
+    # two trainings, two finished runs (a finished training is never resumed into), one model
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [client.get_run(r.run_id).info.status for r in (first, second)] == ["FINISHED", "FINISHED"]
+    assert first.run_id != second.run_id and not second.resumed
     assert {k: v for k, v in first.metrics.items() if k != "fit_seconds"} == {
         k: v for k, v in second.metrics.items() if k != "fit_seconds"
     }

@@ -19,7 +19,7 @@ LAYERS = ["conv1", "conv2", "conv3", "dense1"]
 
 def convnet(activation: str, seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
-    return build_convnet(activation, 0.1, 10, "glorot")
+    return build_convnet(activation, 0.1, 10, "glorot", 28)
 
 
 def images(n: int = 64, seed: int = 0) -> torch.Tensor:

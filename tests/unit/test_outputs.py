@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from digitpipe import io as atomic
+from digitpipe import atomic
 from digitpipe.training.history import EpochHistoryLogger
 from digitpipe.training.publish import publish
 
@@ -68,3 +68,31 @@ def test_when_the_run_cannot_be_recorded_no_output_changes(tmp_path):
     assert run_dir.is_dir()  # kept: the training can be resumed and recorded later
     assert not [p for p in tmp_path.rglob("*.tmp")]
     assert os.listdir(tmp_path / "models") == ["best.ckpt"]
+
+
+def test_atomic_path_replaces_the_file_only_when_the_block_succeeds(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    with atomic.atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target
+        tmp.write_text("first")
+        assert not target.exists()  # nothing at the real path until the block ends
+    assert target.read_text() == "first"
+    with pytest.raises(RuntimeError), atomic.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("the writer failed")
+    assert target.read_text() == "first" and sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_the_history_keeps_epoch_rows_only_merges_an_epochs_updates_and_adds_diagnostics(tmp_path):
+    history = EpochHistoryLogger(tmp_path / "history.csv")
+    history.log_metrics({"train/loss_step": 0.5, "epoch": 0}, step=4)  # a step metric: no row
+    assert not (tmp_path / "history.csv").exists()
+    history.log_metrics({"epoch": 0, "val/loss": 0.4, "val/acc": 0.8}, step=9)  # validation first
+    history.log_metrics({"epoch": 0, "train/loss": 0.6, "train/acc": 0.7, "train/lr": 0.001}, step=9)
+    history.log_metrics({"epoch": 1, "train/loss": 0.3, "diag/dead/conv1": 0.25}, step=19)
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert lines == [
+        "epoch,train/loss,train/acc,val/loss,val/acc,train/lr,diag/dead/conv1",
+        "1,0.6,0.7,0.4,0.8,0.001,",
+        "2,0.3,,,,,0.25",
+    ]

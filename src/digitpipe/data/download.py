@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from digitpipe import io as atomic
+from digitpipe import atomic
 from digitpipe.errors import DownloadError
 from digitpipe.paths import project_root, resolve
 

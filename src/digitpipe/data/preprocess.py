@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from digitpipe import io as atomic
+from digitpipe import atomic
 from digitpipe.data import SPLITS
 from digitpipe.data.download import DatasetFile, sha256_of
 from digitpipe.data.idx import parse_images, parse_labels

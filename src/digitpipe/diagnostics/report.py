@@ -10,7 +10,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from digitpipe import io as atomic
+from digitpipe import atomic
 from digitpipe.diagnostics.callback import COLUMNS
 from digitpipe.evaluation.plots import plt, png_bytes
 

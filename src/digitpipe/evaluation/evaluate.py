@@ -13,13 +13,14 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 
-from digitpipe import io as atomic
+from digitpipe import atomic
 from digitpipe.data.datamodule import DigitsDataModule, scale_images
 from digitpipe.data.source import dataset_source
 from digitpipe.errors import DataError, TrackingError
 from digitpipe.evaluation.metrics import Evaluation, evaluate_logits, predict_logits
 from digitpipe.evaluation.model_figures import activation_figure, feature_map_figures, filters_figure
 from digitpipe.evaluation.plots import confusion_figure, curves_figure, misclassified_figure
+from digitpipe.metric_names import TEST_ACC
 from digitpipe.models.checkpoint import load_classifier
 from digitpipe.models.classifier import DigitClassifier
 from digitpipe.paths import resolve
@@ -27,13 +28,11 @@ from digitpipe.tracking.logger import store_failures
 from digitpipe.tracking.owner import close_dead_runs
 from digitpipe.tracking.registry import promote_if_better
 from digitpipe.tracking.store import Store, open_store
-from digitpipe.training.checkpoints import read_run_state
-
-BEST_CHECKPOINT = "best.ckpt"
+from digitpipe.training.checkpoints import BEST, read_run_state
 
 
 def run_evaluate(cfg: DictConfig) -> Evaluation:
-    checkpoint = resolve(cfg.paths.model_dir) / BEST_CHECKPOINT
+    checkpoint = resolve(cfg.paths.model_dir) / BEST
     model = load_classifier(checkpoint)
     run_id = training_run_id(resolve(cfg.paths.run_info), checkpoint)
     store = open_store(cfg.mlflow)  # before any work: an unreachable store writes nothing
@@ -50,7 +49,7 @@ def run_evaluate(cfg: DictConfig) -> Evaluation:
     log_to_run(store, run_id, cfg, result, figures)
     if name := cfg.mlflow.registered_model_name:  # evaluate decides: the test metrics exist now
         with store_failures(store.uri, "updating the model registry"):
-            verdict = promote_if_better(store.client, name, run_id, result.scalars["test/acc"])
+            verdict = promote_if_better(store.client, name, run_id, result.scalars[TEST_ACC])
         if verdict:
             print(verdict, flush=True)
     return result

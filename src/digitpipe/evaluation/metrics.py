@@ -14,6 +14,8 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from digitpipe.metric_names import TEST_ACC, TEST_ERRORS, TEST_LOSS, TEST_MACRO_F1
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -34,10 +36,10 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int
     }
     support = torch.bincount(labels, minlength=num_classes)
     scalars = {
-        "test/acc": multiclass_accuracy(preds, labels, num_classes, average="micro").item(),
-        "test/loss": F.cross_entropy(logits, labels).item(),
-        "test/macro_f1": per["f1"].mean().item(),
-        "test/errors": int((preds != labels).sum()),
+        TEST_ACC: multiclass_accuracy(preds, labels, num_classes, average="micro").item(),
+        TEST_LOSS: F.cross_entropy(logits, labels).item(),
+        TEST_MACRO_F1: per["f1"].mean().item(),
+        TEST_ERRORS: int((preds != labels).sum()),
     }
     per_class = [
         {"class": c, **{k: round(v[c].item(), 6) for k, v in per.items()}, "support": int(support[c])}

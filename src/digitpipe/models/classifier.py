@@ -15,6 +15,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from digitpipe.data import SPLITS
+from digitpipe.metric_names import LR, TRAIN_LOSS_STEP, metric
 from digitpipe.models.convnet import build_convnet
 from digitpipe.models.standardize import Standardize
 from digitpipe.models.summary import model_summary
@@ -44,7 +45,7 @@ class DigitClassifier(L.LightningModule):
         # logger=False: the run gets the whole flattened config instead (RunMetadata)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.standardize = Standardize() if standardize else nn.Identity()
-        self.net = build_convnet(activation, negative_slope, num_classes, init)
+        self.net = build_convnet(activation, negative_slope, num_classes, init, image_size)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # torchmetrics reduce across DDP ranks; attributes, as "train" is taken. The accuracy's input
         # checks are off (a host sync per step on a GPU; the labels are checked when loaded). The
@@ -76,12 +77,12 @@ class DigitClassifier(L.LightningModule):
 
     def _log_epoch(self, split: str) -> None:
         for name in ("loss", "acc"):
-            self.log(f"{split}/{name}", getattr(self, f"{split}_{name}"), prog_bar=name == "acc")
+            self.log(metric(split, name), getattr(self, f"{split}_{name}"), prog_bar=name == "acc")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps loggers receive
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log(TRAIN_LOSS_STEP, loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -93,7 +94,7 @@ class DigitClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         # the rate this epoch trains with, under one name for every optimizer so runs compare in
         # MLflow (Lightning's LearningRateMonitor names it after the class: lr-RMSprop, lr-Adam)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+        self.log(LR, self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

@@ -54,11 +54,25 @@ def init_weights(net: nn.Module, scheme: str) -> nn.Module:
     return net
 
 
-def build_convnet(activation: str, negative_slope: float, num_classes: int, init: str) -> nn.Sequential:
+def feature_side(image_size: int) -> int:
+    """The side of conv3's output for image_size x image_size inputs: each 3x3 convolution takes 2
+    off, each 2x2 pooling halves (28 -> 26 -> 13 -> 11 -> 5 -> 3)."""
+    side = image_size
+    for shrink in (lambda s: s - 2, lambda s: s // 2) * 2 + (lambda s: s - 2,):
+        side = shrink(side)
+    if side < 1:
+        raise ConfigError(f"data.image_size={image_size} is too small for this network: it needs at least 18")
+    return side
+
+
+def build_convnet(
+    activation: str, negative_slope: float, num_classes: int, init: str, image_size: int
+) -> nn.Sequential:
     """Conv 32 -> pool -> conv 64 -> pool -> conv 64 -> flatten -> dense 64 -> dense classes.
 
     The last layer returns logits: the seed's softmax is folded into the cross-entropy loss.
     """
+    side = feature_side(image_size)
 
     def act() -> nn.Module:
         return make_activation(activation, negative_slope)
@@ -71,7 +85,7 @@ def build_convnet(activation: str, negative_slope: float, num_classes: int, init
             pool2=nn.MaxPool2d(2),
             conv3=nn.Conv2d(64, 64, kernel_size=3), act3=act(),
             flatten=nn.Flatten(),
-            dense1=nn.Linear(3 * 3 * 64, 64), act4=act(),
+            dense1=nn.Linear(side * side * 64, 64), act4=act(),
             dense2=nn.Linear(64, num_classes),
         )
     )  # fmt: skip

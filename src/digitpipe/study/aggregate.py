@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from digitpipe import io as atomic
+from digitpipe import atomic
 from digitpipe.errors import DataError
 from digitpipe.evaluation.plots import png_bytes
+from digitpipe.metric_names import VAL_ACC
 from digitpipe.study.cells import Cell, cells
 from digitpipe.study.figures import (
     accuracy_figure,
@@ -57,7 +58,7 @@ def plot_data(rows: list[Row], last_step: int) -> dict[str, str]:
     """CSVs for `dvc plots`: validation accuracy per epoch, conv1's early gradient norm per step."""
     accuracy: dict[int, dict[str, Any]] = {}
     for row in rows:
-        for epoch, mean in zip(*mean_per_epoch(row, "val/acc"), strict=True):
+        for epoch, mean in zip(*mean_per_epoch(row, VAL_ACC), strict=True):
             accuracy.setdefault(epoch, {"epoch": epoch})[f"{row.arm}/{row.activation}"] = round(mean, 6)
     grad: dict[int, dict[str, Any]] = {}
     for row in rows:

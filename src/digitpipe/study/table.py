@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from digitpipe.metric_names import TEST_ACC, TRAIN_ACC
+
 UNIT_LAYERS = ("conv1", "conv2", "conv3", "dense1")  # the layers with an activation
 EARLY_STEPS = 100  # the "slow start": gradient norms over the first 100 optimizer steps
 
@@ -56,7 +58,7 @@ class Row:
 
     def summary(self) -> dict[str, Any]:
         """One row of the table (floats unrounded; the Markdown rounds)."""
-        accs = [c.test["test/acc"] for c in self.cells]
+        accs = [c.test[TEST_ACC] for c in self.cells]
         row: dict[str, Any] = {
             "arm": self.arm,
             "activation": self.activation,
@@ -64,7 +66,7 @@ class Row:
             "seeds": len(self.cells),
             "test_acc_mean": self.mean(accs),
             "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "train_acc_epoch1": self.mean(float(c.history[0]["train/acc"]) for c in self.cells),
+            "train_acc_epoch1": self.mean(float(c.history[0][TRAIN_ACC]) for c in self.cells),
             "grad_norm_conv1_first100": self.mean(c.early_grad_norm("conv1") for c in self.cells),
         }
         for layer in UNIT_LAYERS:

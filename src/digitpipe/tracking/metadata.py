@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from digitpipe.io import file_digest
+from digitpipe.atomic import file_digest
 from digitpipe.paths import workspace_root
 from digitpipe.tracking.owner import Owner
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from digitpipe.metric_names import TEST_ACC
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 CHAMPION = "champion"
-STATUS_TAG, ACCURACY_TAG = "status", "test/acc"
+STATUS_TAG, ACCURACY_TAG = "status", TEST_ACC
 
 
 def run_version(client: MlflowClient, model_name: str, run_id: str):
@@ -31,7 +33,7 @@ def version_accuracy(client: MlflowClient, version) -> float:
     """A version's test accuracy: its tag, else its run's test/acc (a champion chosen by hand)."""
     if ACCURACY_TAG in version.tags:
         return float(version.tags[ACCURACY_TAG])
-    return client.get_run(version.run_id).data.metrics.get("test/acc", float("-inf"))
+    return client.get_run(version.run_id).data.metrics.get(TEST_ACC, float("-inf"))
 
 
 def promote_if_better(client: MlflowClient, model_name: str, run_id: str, test_acc: float) -> str | None:

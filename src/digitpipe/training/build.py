@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from digitpipe.data.datamodule import DigitsDataModule
 from digitpipe.data.source import dataset_source
+from digitpipe.metric_names import VAL_ACC
 from digitpipe.models.classifier import DigitClassifier
 from digitpipe.tracking.callbacks import RunMetadata, SystemMetrics
 from digitpipe.tracking.logger import RunLogger
@@ -20,7 +21,7 @@ from digitpipe.training.history import EpochHistoryLogger
 from digitpipe.training.precision import resolve_precision
 from digitpipe.training.resume import identity
 
-MONITOR = "val/acc"
+MONITOR = VAL_ACC
 
 
 def build_model(cfg: DictConfig, world_size: int = 1) -> DigitClassifier:

@@ -9,9 +9,10 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from digitpipe import io as atomic
+from digitpipe import atomic
+from digitpipe.metric_names import LR, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS
 
-HISTORY_COLUMNS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "train/lr")
+HISTORY_COLUMNS = ("epoch", TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, LR)
 METRICS = HISTORY_COLUMNS[1:]
 DIAGNOSTICS = "diag/"  # epoch-level diagnostics (diagnostics=on) follow, as columns of their own
 

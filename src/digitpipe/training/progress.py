@@ -11,7 +11,9 @@ from typing import Any, TextIO
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
-SHOWN = ("train/loss", "train/acc", "val/loss", "val/acc")
+from digitpipe.metric_names import TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS
+
+SHOWN = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC)
 
 
 def progress_bar(refresh_rate: int, stream: TextIO | None = None) -> ProgressBar:

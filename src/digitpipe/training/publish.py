@@ -10,8 +10,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from digitpipe import interrupts
-from digitpipe import io as atomic
+from digitpipe import atomic, interrupts
 from digitpipe.errors import OutputError
 
 

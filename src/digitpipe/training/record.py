@@ -12,10 +12,10 @@ from pathlib import Path
 from filelock import FileLock
 from omegaconf import DictConfig
 
-from digitpipe import interrupts
-from digitpipe import io as atomic
+from digitpipe import atomic, interrupts
 from digitpipe.diagnostics.report import DIAGNOSTICS_CSV, DIAGNOSTICS_PNG, diagnostics_files
 from digitpipe.errors import DivergedError, RankFailed, TrackingError
+from digitpipe.metric_names import TEST, metric
 from digitpipe.paths import resolve
 from digitpipe.serving.network import pixel_classifier_from_checkpoint
 from digitpipe.tracking.logger import send_unsent, store_failures
@@ -25,7 +25,7 @@ from digitpipe.tracking.owner import close_dead_runs
 from digitpipe.tracking.run import TrackedRun
 from digitpipe.tracking.store import open_store
 from digitpipe.tracking.sweep import parent_tags
-from digitpipe.training.checkpoints import RunDir
+from digitpipe.training.checkpoints import BEST, LAST, RunDir
 from digitpipe.training.publish import publish
 from digitpipe.training.resume import Plan, announce
 
@@ -114,10 +114,10 @@ def record(cfg: DictConfig, run: TrackedRun, run_dir: RunDir, result: FitResult)
                 (run_dir.path / name).write_bytes(data)
                 run.store.client.log_artifact(run.run_id, str(run_dir.path / name), "diagnostics")
     model_dir = resolve(paths.model_dir)
-    train_metrics = {k: round(v, 6) for k, v in result.metrics.items() if not k.startswith("test/")}
+    train_metrics = {k: round(v, 6) for k, v in result.metrics.items() if not k.startswith(metric(TEST, ""))}
     outputs = {
-        model_dir / "best.ckpt": run_dir.best.read_bytes(),
-        model_dir / "last.ckpt": run_dir.last.read_bytes(),
+        model_dir / BEST: run_dir.best.read_bytes(),
+        model_dir / LAST: run_dir.last.read_bytes(),
         resolve(paths.history): run_dir.history.read_bytes(),
         resolve(paths.train_metrics): atomic.json_text(train_metrics).encode(),
         # diagnostics=off: an earlier run's diagnostics would describe another model, so they go
@@ -129,4 +129,4 @@ def record(cfg: DictConfig, run: TrackedRun, run_dir: RunDir, result: FitResult)
     }
     with store_failures(uri, "marking the run FINISHED"):
         publish(outputs, run_dir.path.parent / ".publish.lock", run.finish, retire=run_dir.path)
-    return TrainResult(run.run_id, str(model_dir / "best.ckpt"), result.metrics, run.resumed)
+    return TrainResult(run.run_id, str(model_dir / BEST), result.metrics, run.resumed)

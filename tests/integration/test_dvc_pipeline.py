@@ -107,6 +107,22 @@ def test_a_second_repro_does_nothing_and_status_is_clean(repro):
     assert "Data and pipelines are up to date." in status.stdout, status.stdout
 
 
+@pytest.mark.parametrize("module", ["atomic.py", "config.py", "tracking/metadata.py", "serving/images.py"])
+def test_a_change_to_any_module_the_stages_import_makes_them_stale(repro, module):
+    """Each stage depends on the whole package it imports, not a hand-kept list of its files."""
+    project, env = repro
+    path = project / "src" / "digitpipe" / module
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# changed\n")
+        status = run_cli(["dvc", "status", "--json"], cwd=project, env=env)
+        stale = set(json.loads(status.stdout))
+    finally:
+        path.write_bytes(original)
+    assert {"download", "preprocess", "train", "evaluate"} <= stale, status.stdout
+    assert json.loads(run_cli(["dvc", "status", "--json"], cwd=project, env=env).stdout) == {}
+
+
 def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_artifacts(repro):
     project, _ = repro
     client, runs = mlflow_runs(project)

@@ -56,6 +56,11 @@ def compose_params(project: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def repro_run_id(project: Path) -> str:
+    """The run the module's `dvc repro` made (what reports/mlflow_run.json names), whatever ran since."""
+    return json.loads((project / "reports/mlflow_run.json").read_text())["run_id"]
+
+
 def mlflow_runs(project: Path):
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mnist-convnet")
@@ -126,9 +131,8 @@ def test_a_change_to_any_module_the_stages_import_makes_them_stale(repro, module
 def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_artifacts(repro):
     project, _ = repro
     client, runs = mlflow_runs(project)
-    assert len(runs) == 1
-    run = runs[0]
-    assert json.loads((project / "reports/mlflow_run.json").read_text())["run_id"] == run.info.run_id
+    run = client.get_run(repro_run_id(project))
+    assert [r.info.run_id for r in runs if "dvc.exp_name" not in r.data.tags] == [run.info.run_id]  # one run
     assert run.data.params["model.activation"] == "relu"
     assert run.data.params["optimizer._target_"] == "torch.optim.RMSprop"
     assert run.data.params["data.val_size"] == "100"
@@ -182,12 +186,16 @@ def test_the_model_is_registered_and_predicts_digits_without_project_code(repro,
 
     project, env = repro
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    client, (run,) = mlflow_runs(project)
-    version = client.get_model_version_by_alias("mnist-convnet", "champion")  # evaluate promoted it
-    assert version.run_id == run.info.run_id and str(version.version) == "1"
+    client, _ = mlflow_runs(project)
+    version = client.get_model_version("mnist-convnet", "1")  # the first training's; evaluate tagged it
+    assert version.run_id == repro_run_id(project)
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    assert version.tags == {"status": "champion", "test/acc": str(metrics["test/acc"])}
-    model = mlflow.pyfunc.load_model("models:/mnist-convnet@champion")
+    assert version.tags["test/acc"] == str(metrics["test/acc"])
+    # @champion: the best test accuracy registered (experiments of other tests may have joined)
+    versions = client.search_model_versions("name='mnist-convnet'")
+    champion = client.get_model_version_by_alias("mnist-convnet", "champion")
+    assert float(champion.tags["test/acc"]) == max(float(v.tags.get("test/acc", "-inf")) for v in versions)
+    model = mlflow.pyfunc.load_model("models:/mnist-convnet/1")
     inputs = model.metadata.signature.inputs
     assert inputs.input_names() == ["image", "pixels"] and not any(c.required for c in inputs.inputs)
     data = torch.load(project / "data/processed/mnist.pt", weights_only=True)
@@ -207,7 +215,7 @@ def test_the_model_is_registered_and_predicts_digits_without_project_code(repro,
         f"{p}: {d} (p={q:.3f})" for p, d, q in zip(pngs, served["digit"], served["probability"], strict=True)
     ]
     assert printed.stdout.splitlines() == expected
-    champion = ["--model", "models:/mnist-convnet@champion"]
+    champion = ["--model", "models:/mnist-convnet/1"]
     store = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
     by_uri = run_cli(["python", "src/predict.py", *champion, *map(str, pngs)], cwd=project, env=store)
     assert by_uri.returncode == 0 and by_uri.stdout.splitlines() == expected, by_uri.stderr[-2000:]
@@ -286,8 +294,9 @@ def test_exp_run_set_param_changes_what_trains_and_logs_to_the_project_store(rep
     result = run_cli(["dvc", "exp", "run", "--temp", "-S", "model.activation=sigmoid"], cwd=project, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     _, runs = mlflow_runs(project)  # the temp copy under .dvc/tmp logged here, to the project root
-    assert [r.data.params["model.activation"] for r in runs][:2] == ["relu", "sigmoid"]
-    assert "test/acc" in runs[-1].data.metrics  # evaluate found the temp run's training run
+    (sigmoid,) = [r for r in runs if r.data.params["model.activation"] == "sigmoid"]
+    assert "dvc.exp_name" in sigmoid.data.tags
+    assert "test/acc" in sigmoid.data.metrics  # evaluate found the temp run's training run
     shown = run_cli(["dvc", "exp", "show", "--json"], cwd=project, env=env)
     assert '"sigmoid"' in shown.stdout
     assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
@@ -303,9 +312,13 @@ def test_exp_run_can_switch_to_ddp_on_two_cpu_processes(repro):
     assert "test/acc" in ddp_runs[0].data.metrics
 
 
-def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw):
+def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw, tmp_path):
     project, env = repro
     overrides = tiny_overrides(tiny_raw, project) + ["mlflow.experiment_name=sweep", "trainer.max_epochs=1"]
+    # the sweep's training outputs go elsewhere: the module's workspace stays as `dvc repro` left it
+    outputs = {"model_dir": "models", "checkpoints": "checkpoints", "run_info": "mlflow_run.json",
+               "train_metrics": "train_metrics.json", "history": "history.csv"}  # fmt: skip
+    overrides += [f"paths.{key}={tmp_path / name}" for key, name in outputs.items()]
     result = run_cli(["python", "src/train.py", "-m", "model.activation=relu,tanh", "optimizer=rmsprop,adam",
                       *overrides], cwd=project, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -329,6 +342,9 @@ def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw):
     assert sorted(found["tags.mlflow.runName"]) == [n for n in names if n.startswith("tanh")]
     assert list(found["metrics.val/acc"]) == sorted(found["metrics.val/acc"], reverse=True)
     assert list(found["metrics.train/lr"]) == pytest.approx([1e-3, 1e-3])
+    assert (tmp_path / "models" / "best.ckpt").exists()
+    status = run_cli(["dvc", "status", "--json"], cwd=project, env=env)
+    assert json.loads(status.stdout) == {}  # the workspace's outputs untouched
 
 
 # The MLflow UI in headless Chromium, on this module's project (the UI needs runs to show)
@@ -367,8 +383,8 @@ def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
     from playwright.sync_api import sync_playwright
 
     project, _ = repro
-    _, runs = mlflow_runs(project)
-    run = next(r for r in runs if r.data.params["model.activation"] == "relu")
+    client, _ = mlflow_runs(project)
+    run = client.get_run(repro_run_id(project))
     port = free_port()
     command = [str(Path(sys.executable).parent / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(port)]
     # started in the project root with no store argument: it must find the runs by MLflow's default

@@ -29,10 +29,9 @@ def wait_for_queue(project, env, timeout_s: float = 600) -> str:
 def test_queued_experiments_run_two_at_a_time_and_each_lands_in_mlflow(tmp_path, tiny_raw):
     project = copy_project(tmp_path / "project")
     shrink_conf(project, tiny_raw)
-    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw))}
-    assert run_cli(["dvc", "repro"], cwd=project, env=env).returncode == 0
+    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw))}  # the workers inherit it
     git(project, "add", "-A")
-    git(project, "commit", "-qm", "baseline")
+    git(project, "commit", "-qm", "tiny data")  # each queued experiment runs every stage from this commit
 
     queued = run_cli(["dvc", "exp", "run", "--queue", "-S", "model.activation=relu,sigmoid",
                       "-S", "trainer.max_epochs=1"], cwd=project, env=env)  # fmt: skip

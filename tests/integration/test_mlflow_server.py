@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import signal
@@ -19,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from PIL import Image
 
+from digitpipe.serving.images import png_bytes
 from digitpipe.tracking.registry import promote_if_better
 
 from ..conftest import ROOT, copy_project, free_port, run_cli, tiny_overrides, user_env, write_mirror
@@ -124,12 +123,6 @@ def mlflow_pyfunc_answers(tracking_uri: str, pngs: list[bytes]) -> list[tuple[in
     ]
 
 
-def png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def test_the_registered_model_is_served_by_mlflow_models_serve(server, remote_run):
     project, run_id = remote_run
     # README serves the champion: promoted here as the evaluate stage would, over HTTP
@@ -147,7 +140,7 @@ def test_the_registered_model_is_served_by_mlflow_models_serve(server, remote_ru
         data = torch.load(project / "data/processed/mnist.pt", weights_only=True)
         images, labels = data["test_images"][:20].numpy(), data["test_labels"][:20].numpy()
         pixels = invoke(port, {"dataframe_records": [{"pixels": image.tolist()} for image in images]})
-        pngs = [png(image) for image in images]  # README's curl: the files' bytes, base64
+        pngs = [png_bytes(image) for image in images]  # README's curl: the files' bytes, base64
         encoded = invoke(port, {"dataframe_records": [{"image": base64.b64encode(b).decode()} for b in pngs]})
         refused = invoke(port, {"dataframe_records": [{"image": base64.b64encode(b"no image").decode()}]})
     finally:

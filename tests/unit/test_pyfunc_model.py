@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,9 +9,8 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.exceptions import MlflowException
-from PIL import Image
 
-from digitpipe.serving.images import decode_bytes, frame_digit
+from digitpipe.serving.images import decode_bytes, frame_digit, png_bytes
 from digitpipe.serving.pyfunc_model import NETWORK, DigitModel
 
 
@@ -34,17 +32,11 @@ def model(tmp_path):
     return digit_model
 
 
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array.astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def test_an_images_bytes_reach_the_network_framed_as_predict_py_frames_them(model):
     canvas = np.full((90, 60), 255, dtype=np.uint8)
     canvas[10:80, 25:35] = 0  # a dark '1' on white, not MNIST's framing
-    answers = model.predict(None, pd.DataFrame({"image": [png(canvas)]}))
-    framed = frame_digit(decode_bytes(png(canvas)))
+    answers = model.predict(None, pd.DataFrame({"image": [png_bytes(canvas)]}))
+    framed = frame_digit(decode_bytes(png_bytes(canvas)))
     expected = MeanInk()(framed[None])[0].double().tolist()
     assert answers["probabilities"][0] == pytest.approx(expected)
     assert list(answers.columns) == ["digit", "probability", "probabilities"]
@@ -76,6 +68,6 @@ def test_a_bad_row_is_refused_as_the_clients_mistake_naming_the_row(model, row, 
 
 
 def test_a_row_with_both_an_image_and_pixels_is_refused(model):
-    both = pd.DataFrame([{"image": png(np.zeros((28, 28))), "pixels": [[0] * 28] * 28}])
+    both = pd.DataFrame([{"image": png_bytes(np.zeros((28, 28))), "pixels": [[0] * 28] * 28}])
     with pytest.raises(MlflowException, match="both `image` and `pixels` given; send one"):
         model.predict(None, both)

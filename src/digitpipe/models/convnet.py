@@ -57,9 +57,7 @@ def init_weights(net: nn.Module, scheme: str) -> nn.Module:
 def feature_side(image_size: int) -> int:
     """The side of conv3's output for image_size x image_size inputs: each 3x3 convolution takes 2
     off, each 2x2 pooling halves (28 -> 26 -> 13 -> 11 -> 5 -> 3)."""
-    side = image_size
-    for shrink in (lambda s: s - 2, lambda s: s // 2) * 2 + (lambda s: s - 2,):
-        side = shrink(side)
+    side = ((image_size - 2) // 2 - 2) // 2 - 2  # conv1, pool1, conv2, pool2, conv3
     if side < 1:
         raise ConfigError(f"data.image_size={image_size} is too small for this network: it needs at least 18")
     return side

@@ -52,6 +52,13 @@ def decode_bytes(data: bytes, name: str = "the image") -> Image.Image:
     return decode(io.BytesIO(data), name)
 
 
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """Pixels 0..255 (an (H, W) array) as a PNG file's bytes, e.g. an MNIST digit sent as an image."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels).clip(0, 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def frame_digit(image: Image.Image) -> torch.Tensor:
     """Any image -> (28, 28) float pixels 0..255, white digit on black, as MNIST digits are made."""
     gray = np.asarray(ImageOps.exif_transpose(image).convert("L"), dtype=np.float32)

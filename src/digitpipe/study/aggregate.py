@@ -26,7 +26,7 @@ from digitpipe.study.table import COLUMNS, CellResult, Row, group, markdown_tabl
 REPORTS = "reports"
 TABLE_MD, TABLE_CSV, SUMMARY = "activation_study.md", "activation_study.csv", "summary.json"
 # One number per arm/activation, the mean test accuracy: what `dvc metrics diff --targets` compares
-TEST_ACC = "test_acc.json"
+TEST_ACC_JSON = "test_acc.json"
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -94,7 +94,7 @@ def build_reports(rows: list[Row], study: Mapping[str, Any], last_step: int) -> 
         TABLE_MD: text.encode(),
         TABLE_CSV: atomic.csv_text(summaries, [*COLUMNS, "test_acc_std"]).encode(),
         SUMMARY: atomic.json_text(metrics).encode(),
-        TEST_ACC: atomic.json_text(
+        TEST_ACC_JSON: atomic.json_text(
             {name: {"test_acc": m["test_acc_mean"]} for name, m in metrics.items()}
         ).encode(),
         **{name: data.encode() for name, data in plot_data(rows, last_step).items()},

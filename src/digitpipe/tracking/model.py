@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 import digitpipe
 from digitpipe.errors import DivergedError
 from digitpipe.serving import model_code
+from digitpipe.serving.images import png_bytes
 from digitpipe.serving.network import PixelClassifier
 from digitpipe.serving.pyfunc_model import IMAGE, NETWORK, SIGNATURE
 from digitpipe.tracking.logger import store_failures
@@ -24,13 +23,6 @@ from digitpipe.tracking.run import TrackedRun
 def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
     """Names of floating-point tensors holding NaN or infinity."""
     return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """(28, 28) pixels 0..255 as a PNG file's bytes: the model's input example is an image."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(pixels).clip(0, 255).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def export_network(model: PixelClassifier, example: np.ndarray, path: Path) -> None:

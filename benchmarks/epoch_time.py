@@ -21,13 +21,15 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 
 from digitpipe.data.datamodule import scale_images
 from digitpipe.paths import workspace_root
-from digitpipe.training.build import build_callbacks, build_datamodule, build_model, trainer_settings
+from digitpipe.training.build import build_callbacks, build_datamodule, build_model, make_trainer
 
 
 def plain_fit(cfg, datamodule, epochs: int) -> tuple[float, torch.nn.Module]:
     """The reference: the loop anyone would write by hand around the same tensors; (seconds, model)."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).net
+    if "channels_last" in (cfg.get("callbacks") or {}):  # the layout the pipeline's callback sets
+        model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     train = datamodule.splits["train"]
     started = time.perf_counter()
@@ -51,14 +53,15 @@ def lightning_epoch(cfg, datamodule) -> float:
     L.seed_everything(cfg.seed, verbose=False)
     # the configured callbacks (progress bar) minus the LR monitor, which needs a logger
     callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, LearningRateMonitor)]
-    trainer = L.Trainer(
-        **{**trainer_settings(cfg), "max_epochs": 1}, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, limit_val_batches=0, callbacks=callbacks,
+    trainer = make_trainer(
+        cfg, max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
+        limit_val_batches=0, callbacks=callbacks,
     )  # fmt: skip
     started = time.perf_counter()
     trainer.fit(build_model(cfg), datamodule=datamodule)
     elapsed = time.perf_counter() - started
     torch.use_deterministic_algorithms(False)  # Trainer(deterministic=True) sets it process-wide
+    torch.utils.deterministic.fill_uninitialized_memory = True  # and make_trainer this
     return elapsed
 
 

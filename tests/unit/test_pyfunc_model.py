@@ -55,6 +55,15 @@ def test_pixels_reach_the_network_as_given(model):
     [
         ({"image": b"not an image"}, "row 0's image is not a readable image (PNG or JPEG expected)"),
         ({"pixels": [[0] * 28] * 27}, "row 0: `pixels` is 27x28, not 28x28"),
+        ({"pixels": [[0] * 28] * 27 + [[0] * 27]}, "row 0: `pixels` is not 28 rows of 28 numbers each"),
+        ({"pixels": [0] * 28}, "row 0: `pixels` is not 28 rows of 28 numbers each"),
+        ({"pixels": 7}, "row 0: `pixels` is not 28 rows of 28 numbers each"),
+        (
+            {"pixels": [[0] * 28] * 27 + [[0] * 27 + ["x"]]},
+            "row 0: `pixels` holds something that is not a number",
+        ),
+        ({"pixels": [[0] * 28] * 27 + [[0] * 27 + [256]]}, "row 0: `pixels` has values outside 0..255"),
+        ({"pixels": [[-1] + [0] * 27] * 28}, "row 0: `pixels` has values outside 0..255"),
         (
             {"image": None, "pixels": None},
             "row 0: neither `image` (PNG/JPEG bytes) nor `pixels` (28x28) given",
@@ -71,3 +80,8 @@ def test_a_row_with_both_an_image_and_pixels_is_refused(model):
     both = pd.DataFrame([{"image": png_bytes(np.zeros((28, 28))), "pixels": [[0] * 28] * 28}])
     with pytest.raises(MlflowException, match="both `image` and `pixels` given; send one"):
         model.predict(None, both)
+
+
+def test_no_rows_get_no_answers_with_the_answer_columns(model):
+    answers = model.predict(None, pd.DataFrame({"pixels": []}))
+    assert len(answers) == 0 and list(answers.columns) == ["digit", "probability", "probabilities"]

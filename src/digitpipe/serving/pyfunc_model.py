@@ -53,10 +53,28 @@ def row_pixels(row: pd.Series, number: int) -> torch.Tensor:
         return frame_digit(decode_bytes(bytes(image), f"row {number}'s image"))
     if is_missing(pixels):
         raise DataError(f"row {number}: neither `{IMAGE}` (PNG/JPEG bytes) nor `{PIXELS}` (28x28) given")
-    array = np.asarray([np.asarray(line, dtype=np.float32) for line in pixels], dtype=np.float32)
-    if array.shape != (SIZE, SIZE):
-        raise DataError(f"row {number}: `{PIXELS}` is {'x'.join(map(str, array.shape))}, not {SIZE}x{SIZE}")
-    return torch.from_numpy(array)
+    return torch.from_numpy(pixel_array(pixels, number))
+
+
+def pixel_array(pixels: Any, number: int) -> np.ndarray:
+    """`pixels` as a (28, 28) float array of 0..255, or DataError naming what is wrong with it."""
+    try:
+        lines = [np.asarray(line, dtype=object) for line in pixels]
+    except TypeError:  # a single value, not rows
+        lines = []
+    widths = {line.shape[0] if line.ndim == 1 else None for line in lines}
+    if len(widths) != 1 or None in widths:
+        raise DataError(f"row {number}: `{PIXELS}` is not {SIZE} rows of {SIZE} numbers each")
+    shape = (len(lines), widths.pop())
+    if shape != (SIZE, SIZE):
+        raise DataError(f"row {number}: `{PIXELS}` is {shape[0]}x{shape[1]}, not {SIZE}x{SIZE}")
+    try:
+        array = np.stack(lines).astype(np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"row {number}: `{PIXELS}` holds something that is not a number") from None
+    if not np.all((array >= 0) & (array <= 255)):  # NaN fails both
+        raise DataError(f"row {number}: `{PIXELS}` has values outside 0..255")
+    return array
 
 
 def answers(probabilities: torch.Tensor) -> pd.DataFrame:
@@ -77,7 +95,7 @@ class DigitModel(PythonModel):
             pixels = [row_pixels(row, i) for i, (_, row) in enumerate(model_input.iterrows())]
         except DataError as err:  # the client's mistake: a 400 with the message, not a 500
             raise MlflowException(str(err), INVALID_PARAMETER_VALUE) from err
-        if not pixels:
-            return answers(torch.empty(0, 10))
+        if not pixels:  # no rows, no answers
+            return pd.DataFrame({"digit": [], "probability": [], "probabilities": []})
         with torch.no_grad():
             return answers(self.network(torch.stack(pixels)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
@@ -56,6 +57,19 @@ def trainer_settings(cfg: DictConfig) -> dict:
     return settings
 
 
+def make_trainer(cfg: DictConfig, **kwargs) -> L.Trainer:
+    """lightning.Trainer(**trainer_settings(cfg), **kwargs), without deterministic mode's NaN fill.
+
+    Trainer(deterministic=True) calls torch.use_deterministic_algorithms(True), which also fills
+    every new tensor with NaN (torch.utils.deterministic.fill_uninitialized_memory), a debugging aid
+    that exposes reads of uninitialized memory. No op of this training reads any, so its results are
+    bit-identical without the fill (tests/unit/test_determinism.py), and a CPU step is ~2% faster.
+    """
+    trainer = L.Trainer(**{**trainer_settings(cfg), **kwargs})
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    return trainer
+
+
 def build_trainer(
     cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir
 ) -> tuple[L.Trainer, ModelCheckpoint, EpochHistoryLogger]:
@@ -71,8 +85,8 @@ def build_trainer(
         callbacks.append(RunMetadata(run, cfg))
         if cfg.mlflow.system_metrics_interval_s:
             callbacks.append(SystemMetrics(cfg.mlflow.system_metrics_interval_s, run))
-    trainer = L.Trainer(
-        **trainer_settings(cfg),
+    trainer = make_trainer(
+        cfg,
         logger=loggers,
         callbacks=[*callbacks, *build_callbacks(cfg)],
         enable_model_summary=False,

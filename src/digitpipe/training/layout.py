@@ -1,0 +1,23 @@
+"""The convnet's tensors in channels-last (NHWC) memory layout while a Trainer runs it."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+
+class ChannelsLast(L.Callback):
+    """Convert the module's 4-D weights to channels-last before the Trainer sets up the optimizer.
+
+    Convolutions then take oneDNN's NHWC kernels and hand NHWC activations on, which also spares
+    max-pooling PyTorch's slow NCHW CPU kernel (5 ms of a ~40 ms step for the first pool alone).
+    The (N, 1, H, W) input batches need no conversion: with one channel both layouts are the same.
+    Values are the same up to float rounding, and a run is as reproducible as before; checkpoints
+    are layout-free (a state dict loads into either layout). Measured on a 2-core AVX2 EPYC, the
+    seed recipe's training step takes 0.75x the time (README, "Speed").
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # before the strategy moves the module, wraps it in DDP and creates the optimizer; a
+        # checkpoint restored later copies its values into these tensors, keeping their layout
+        pl_module.to(memory_format=torch.channels_last)

@@ -2,7 +2,8 @@
 
     python benchmarks/step_overhead.py --device cuda     # on a GPU: eager, syncs, bf16, compile, CUDA graphs
     python benchmarks/step_overhead.py --only graph      # only the variants whose name has 'graph'
-    python benchmarks/step_overhead.py --device cpu      # the same variants that make sense on a CPU
+    python benchmarks/step_overhead.py --device cpu      # the same variants that make sense on a CPU,
+                                                         # and the deterministic mode's NaN fill
 
 The data sits on the device (as the pipeline's IndexBatches keep it); every variant runs the same
 RMSprop steps of batch 64 and reports ms/step (median of repeats) and the implied 5-epoch fit.
@@ -11,6 +12,7 @@ RMSprop steps of batch 64 and reports ms/step (median of repeats) and the implie
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -27,15 +29,23 @@ def scale(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float().div_(255)
 
 
-def make(device: torch.device, capturable: bool = False):
+def make(device: torch.device, capturable: bool = False, channels_last: bool = False):
     torch.manual_seed(0)
     model = build_convnet("relu", 0.1, 10, "glorot", 28).to(device)
+    if channels_last:  # what the pipeline's ChannelsLast callback does
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, capturable=capturable)
     return model, optimizer
 
 
-def eager_step(model, optimizer, autocast: torch.dtype | None = None, sync: bool = False) -> Callable:
+def eager_step(
+    model, optimizer, autocast: torch.dtype | None = None, sync: bool = False, deterministic: str = "off"
+) -> Callable:
+    """deterministic: "off", "nan-fill" (Trainer(deterministic=True) alone) or "no-fill" (make_trainer's)."""
+
     def step(images, labels):
+        torch.use_deterministic_algorithms(deterministic != "off")
+        torch.utils.deterministic.fill_uninitialized_memory = deterministic == "nan-fill"
         with torch.autocast(images.device.type, autocast or torch.float32, enabled=autocast is not None):
             loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -82,7 +92,13 @@ def variants(device: torch.device, images, labels) -> dict[str, Callable[[], Cal
         "eager fp32 + loss.item() every step": lambda: eager_step(*make(device), sync=True),
         "eager bf16 autocast": lambda: eager_step(*make(device), autocast=torch.bfloat16),
         "torch.compile (default)": lambda: compiled_step(device),
+        "eager fp32 channels_last": lambda: eager_step(*make(device, channels_last=True)),
     }
+    if device.type == "cpu":  # the pipeline's CPU step: deterministic, with or without the fill
+        for fill in ("nan-fill", "no-fill"):
+            steps[f"eager fp32 channels_last, deterministic ({fill})"] = functools.partial(
+                lambda fill: eager_step(*make(device, channels_last=True), deterministic=fill), fill
+            )
     if device.type == "cuda":
         steps['torch.compile(mode="reduce-overhead")'] = lambda: compiled_step(device, "reduce-overhead")
         example = scale(images[:64]), labels[:64]

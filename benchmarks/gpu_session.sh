@@ -14,8 +14,10 @@ part() { echo; echo "## $1"; shift; timeout "$@"; }
     python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
     lscpu | grep -E 'Model name|^CPU\(s\)'
     python3 -c "from digitpipe.training.precision import cpu_has_bf16; print('CPU bf16 units:', cpu_has_bf16())"
-    part "recipes on the GPU (python src/train.py trainer=gpu)" 200 python3 benchmarks/recipes.py \
-        --common trainer=gpu --recipe "seed recipe, 32-true=trainer.precision=32-true" --json "$out/gpu_recipes.json"
+    part "recipes on the GPU (python src/train.py trainer=gpu)" 300 python3 benchmarks/recipes.py \
+        --common trainer=gpu --recipe "seed recipe, 32-true=trainer.precision=32-true" \
+        --recipe "seed recipe, 32-true, NCHW=trainer.precision=32-true,~callbacks.channels_last" \
+        --json "$out/gpu_recipes.json"
     # the whole-step CUDA graph in a process of its own: after the reduce-overhead variant's graphs
     # in the same process it once failed with an illegal memory access
     part "one training step without Lightning" 120 python3 benchmarks/step_overhead.py --device cuda --steps 300 --skip "whole step"

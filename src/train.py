@@ -5,7 +5,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from digitpipe.cli import preflight
+from digitpipe.cli import log_lightning_once, preflight
 from digitpipe.config import validate
 from digitpipe.errors import exit_on_user_error
 from digitpipe.metric_names import VAL_ACC
@@ -18,6 +18,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 def main(cfg: DictConfig) -> float:
     validate(cfg)  # before importing Lightning (8 s on two cores): a bad value fails in a second
     from digitpipe.training.train import train
+
+    log_lightning_once()
 
     result = train(cfg)
     if result.run_id:  # rank 0 (the other DDP ranks have no run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -92,3 +93,17 @@ def preflight(config_dir: Path) -> None:
     """Checks on the command line that must fail before Hydra starts (exit 2, one line)."""
     exit_on_user_error(check_group_choices)(sys.argv[1:], config_dir)
     exit_on_user_error(check_params_current)(sys.argv[1:], config_dir)
+
+
+def log_lightning_once() -> None:
+    """Print Lightning's messages once, through Hydra's handlers (the console and the job's .log).
+
+    Importing lightning gives its logger a handler of its own ("INFO: Seed set to 42"). Imported after
+    Hydra configured the root logger, as src/train.py does (bad values fail before that 8 s import),
+    its messages also propagate to Hydra's handlers, so every line came out twice.
+    """
+    if not logging.getLogger().handlers:  # no Hydra logging (a plain import): keep Lightning's own
+        return
+    lightning_logger = logging.getLogger("lightning")
+    for handler in list(lightning_logger.handlers):
+        lightning_logger.removeHandler(handler)

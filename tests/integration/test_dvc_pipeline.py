@@ -78,6 +78,7 @@ def repro(tmp_path_factory, tiny_raw):
     env = {"MNIST_MIRROR": str(mirror)}
     result = run_cli(["dvc", "repro"], cwd=project, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+    (base / "repro.log").write_text(result.stdout + result.stderr)  # what a user's log of it holds
     return project, env
 
 
@@ -94,6 +95,17 @@ def test_repro_writes_every_declared_output(repro):
     history = list(csv.DictReader((project / "reports/history.csv").open()))
     assert [row["epoch"] for row in history] == ["1", "2"]
     assert len(list(csv.DictReader((project / "reports/predictions.csv").open()))) == 200
+
+
+def test_the_repro_log_is_lines_not_redraws_and_says_each_thing_once(repro):
+    """Output to a log (no terminal): a line per downloaded file and per epoch, each Lightning message
+    once, and no carriage-return redraws of progress bars."""
+    log = (repro[0].parent / "repro.log").read_text()
+    assert "\r" not in log
+    assert log.count("checksum verified") == 4  # the four IDX files
+    epochs = [line[:10] for line in log.splitlines() if line.startswith("epoch ")]
+    assert epochs == ["epoch 1/2:", "epoch 2/2:"], log
+    assert log.count("Seed set to") == 1 and log.count("`Trainer.fit` stopped") == 1, log
 
 
 def test_the_model_learns_the_tiny_task(repro):

@@ -67,6 +67,16 @@ def test_files_come_from_a_directory_mirror_verified(tmp_path, tiny_mirror, tiny
     assert (raw_dir / FILE_NAMES["train_labels"]).read_bytes() == tiny_raw["train_labels"]
 
 
+def test_in_a_log_each_file_is_one_line_and_no_progress_bar(tmp_path, tiny_mirror, tiny_raw, capsys):
+    """capsys' stderr is no terminal, as under `dvc repro` or CI: no carriage-return redraws."""
+    download_dataset(specs(tiny_raw), [str(tiny_mirror)], tmp_path / "raw", timeout_s=5, deadline_s=60)
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"{name}.gz" for name in FILE_NAMES.values()]
+    assert all(f"MB from {tiny_mirror}, checksum verified" in line for line in lines), lines
+
+
 def test_verified_files_are_not_fetched_again(tmp_path, tiny_mirror, tiny_raw):
     raw_dir = tmp_path / "raw"
     download_dataset(specs(tiny_raw), [str(tiny_mirror)], raw_dir, timeout_s=5, deadline_s=60)

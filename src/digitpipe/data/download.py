@@ -79,7 +79,9 @@ def fetch(url: str, timeout_s: float, deadline_s: float, label: str) -> bytes:
         with urllib.request.urlopen(url, timeout=min(timeout_s, deadline_s)) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             buffer = io.BytesIO()
-            with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False) as bar:
+            # the bar on a terminal only: in a log (dvc repro, CI) it is carriage-return redraws
+            quiet = not sys.stderr.isatty()
+            with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, disable=quiet) as bar:
                 # read1: one socket read per call; read() would wait for a whole chunk of a trickle
                 while chunk := response.read1(CHUNK):
                     buffer.write(chunk)
@@ -129,6 +131,7 @@ def download_file(
         try:
             archive = fetch(file_url(mirror, archive_name), timeout_s, deadline_s, archive_name)
             atomic.write_bytes(dest, decompress_and_verify(archive, file))
+            print(f"{archive_name}: {len(archive) / 1e6:.1f} MB from {mirror}, checksum verified", flush=True)
             return
         except MirrorFailure as failure:
             failures.append(f"{mirror} ({failure})")

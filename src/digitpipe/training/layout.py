@@ -13,8 +13,8 @@ class ChannelsLast(L.Callback):
     max-pooling PyTorch's slow NCHW CPU kernel (5 ms of a ~40 ms step for the first pool alone).
     The (N, 1, H, W) input batches need no conversion: with one channel both layouts are the same.
     Values are the same up to float rounding, and a run is as reproducible as before; checkpoints
-    are layout-free (a state dict loads into either layout). Measured on a 2-core AVX2 EPYC, the
-    seed recipe's training step takes 0.75x the time (README, "Speed").
+    are layout-free (a state dict loads into either layout). Measured on a 2-core AVX2 EPYC, a
+    training epoch of the seed recipe takes 0.77x the time (README, "Speed").
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -22,13 +22,14 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from digitpipe.data.datamodule import scale_images
 from digitpipe.paths import workspace_root
 from digitpipe.training.build import build_callbacks, build_datamodule, build_model, make_trainer
+from digitpipe.training.layout import ChannelsLast
 
 
 def plain_fit(cfg, datamodule, epochs: int) -> tuple[float, torch.nn.Module]:
     """The reference: the loop anyone would write by hand around the same tensors; (seconds, model)."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).net
-    if "channels_last" in (cfg.get("callbacks") or {}):  # the layout the pipeline's callback sets
+    if any(isinstance(c, ChannelsLast) for c in build_callbacks(cfg)):  # the pipeline's layout
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     train = datamodule.splits["train"]

@@ -2,7 +2,8 @@
 # Every GPU figure of README's "Speed" section in one go, on a machine with one NVIDIA GPU:
 #   MNIST_MIRROR=<dir with the 4 IDX files> bash benchmarks/gpu_session.sh [results dir]
 # (the project installed, or its dependencies on PYTHONPATH). Each part has a time limit, so a
-# slow part costs its own figures only.
+# slow part costs its own figures only. The step-level figures without Lightning (README's second
+# GPU table) come from `python benchmarks/step_overhead.py --device cuda`, run on its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp/gpu-session}}
@@ -14,14 +15,16 @@ part() { echo; echo "## $1"; shift; timeout "$@"; }
     python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
     lscpu | grep -E 'Model name|^CPU\(s\)'
     python3 -c "from digitpipe.training.precision import cpu_has_bf16; print('CPU bf16 units:', cpu_has_bf16())"
-    part "recipes on the GPU (python src/train.py trainer=gpu)" 300 python3 benchmarks/recipes.py \
-        --common trainer=gpu --recipe "seed recipe, 32-true=trainer.precision=32-true" \
-        --recipe "seed recipe, 32-true, NCHW=trainer.precision=32-true,~callbacks.channels_last" \
+    # the CUDA-graph step's own tests, and a graphed training's records against an eager one's
+    part "CUDA tests" 240 python3 -m pytest -q -n0 -p no:cacheprovider tests/unit/test_train_step.py \
+        tests/integration/test_train_api.py::test_on_a_gpu_the_graphed_training_records_what_the_eager_one_does
+    part "recipes on the GPU (python src/train.py trainer=gpu)" 420 python3 benchmarks/recipes.py \
+        --common trainer=gpu --only-extra \
+        --recipe "seed recipe (auto: CUDA graph, 50 steps per batch)=seed=42" \
+        --recipe "seed recipe, eager steps (cuda_graph false)=train_step.cuda_graph=false" \
+        --recipe "seed recipe, CUDA graph, 1 step per batch=train_step.steps_per_batch=1" \
+        --recipe "seed recipe, CUDA graph, 20 steps per batch=train_step.steps_per_batch=20" \
+        --recipe "seed recipe, CUDA graph, NCHW=~callbacks.channels_last" \
+        --recipe "the fast recipe (auto: eager steps, it has a scheduler)=experiment=fast" \
         --json "$out/gpu_recipes.json"
-    # the whole-step CUDA graph in a process of its own: after the reduce-overhead variant's graphs
-    # in the same process it once failed with an illegal memory access
-    part "one training step without Lightning" 120 python3 benchmarks/step_overhead.py --device cuda --steps 300 --skip "whole step"
-    part "the whole step as one CUDA graph" 60 python3 benchmarks/step_overhead.py --device cuda --steps 300 --only "whole step"
-    part "the seed recipe on 2 of this machine's CPU cores" 120 env OMP_NUM_THREADS=2 taskset -c 0,1 python3 benchmarks/recipes.py \
-        --only-extra --recipe "seed recipe=trainer.devices=1" --json "$out/cpu_recipes.json"
 } 2>&1 | tee "$out/log"

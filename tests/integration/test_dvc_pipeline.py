@@ -171,6 +171,7 @@ def test_training_and_evaluation_are_one_mlflow_run_with_params_metrics_and_arti
     assert run.data.tags["device.type"] == "cpu" and run.data.tags["device.count"] == "1"
     assert run.data.params["trainer.precision"] == "auto"  # what was asked; the tag: what ran
     assert run.data.tags["device.precision"] == resolve_precision("auto", "cpu")
+    assert run.data.tags["device.cuda_graph"] == "false" and run.data.tags["device.steps_per_batch"] == "1"
     assert run.data.tags["git.dirty"] in ("true", "false") and run.data.tags["process.host"]
     assert run.info.status == "FINISHED" and int(run.data.tags["process.pid"]) > 0
     figures = {a.path.removeprefix("figures/") for a in client.list_artifacts(run.info.run_id, "figures")}

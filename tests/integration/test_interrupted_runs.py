@@ -189,8 +189,10 @@ def test_runs_of_dead_processes_are_closed_and_a_live_trainings_run_is_not_touch
     assert ws.client.get_run(alive.info.run_id).info.status == "KILLED"  # closed by itself on SIGTERM
 
 
-def test_a_diverging_training_stops_in_one_line_and_nothing_of_it_is_saved_or_registered(ws):
-    result = ws.train("optimizer=sgd", "optimizer.lr=1e6", "mlflow.log_model=true")
+@pytest.mark.parametrize("steps_per_batch", [1, 6])  # Lightning's steps, or the module's (step_plan.py)
+def test_a_diverging_training_stops_in_one_line_and_nothing_of_it_is_saved_or_registered(ws, steps_per_batch):
+    steps = f"train_step.steps_per_batch={steps_per_batch}"
+    result = ws.train("optimizer=sgd", "optimizer.lr=1e6", "mlflow.log_model=true", steps)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert last_line(result).startswith("error: training diverged: the training loss became NaN or infinite")
     (run,) = ws.runs()

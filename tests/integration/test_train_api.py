@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import threading
+import warnings
 
 import pytest
 import torch
@@ -149,3 +150,58 @@ def test_diagnostics_on_measure_every_layer_into_the_run_history_and_files_and_o
     assert not any(key.startswith("diag/") for key in client.get_run(off.run_id).data.metrics)
     assert not any(key.startswith("diag/") for key in next(csv.DictReader((reports / "history.csv").open())))
     assert not (reports / "diagnostics.csv").exists() and not (reports / "diagnostics.png").exists()
+
+
+def metric_histories(tracking_uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    client = MlflowClient(tracking_uri)
+    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith("system/")]
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
+
+
+def test_several_steps_per_lightning_batch_train_and_record_what_one_per_batch_does(tiny_cfg, tmp_path):
+    """train_step.steps_per_batch=6: the module runs 6 optimizer steps per Lightning batch (the
+    GPU's CUDA-graph path does 50); weights, step count and every MLflow metric at every step are
+    those of the one-step-per-batch run (16 batches per epoch, so groups of 6, 6, 4). Lightning's
+    warning that 3 batches are fewer than log_every_n_steps (5) is not shown: the steps are logged."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    one = train(tiny_cfg())
+    weights = torch.load(tmp_path / "models" / "last.ckpt", weights_only=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        grouped = train(tiny_cfg("train_step.steps_per_batch=6"))
+    assert not [w for w in caught if "smaller than the logging interval" in str(w.message)]
+    again = torch.load(tmp_path / "models" / "last.ckpt", weights_only=True)
+    assert again["global_step"] == weights["global_step"] == 2 * 16
+    assert all(torch.equal(weights["state_dict"][k], again["state_dict"][k]) for k in weights["state_dict"])
+    expected, got = metric_histories(uri, one.run_id), metric_histories(uri, grouped.run_id)
+    assert set(got) == set(expected) and "train/loss_step" in got
+    assert [s for s, _ in expected["train/loss_step"]] == [4, 9, 14, 19, 24, 29]  # every 5th step
+    for key, points in expected.items():
+        assert [s for s, _ in got[key]] == [s for s, _ in points], key
+        # the epoch's mean loss is summed in another order (a vector of 3 at once): float rounding
+        assert [v for _, v in got[key]] == pytest.approx([v for _, v in points], rel=1e-6), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_graphed_training_records_what_the_eager_one_does(tiny_cfg, tmp_path):
+    """trainer=gpu graphs the steps (train_step auto) 50 per Lightning batch; its run has the same
+    step count and the same metrics at the same steps as Lightning's own eager steps, up to the
+    GPU's float differences (cuDNN may pick other algorithms: deterministic is off on GPUs)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    eager = train(tiny_cfg("trainer=gpu", "train_step.cuda_graph=false"))
+    eager_steps = torch.load(tmp_path / "models" / "last.ckpt", weights_only=True)["global_step"]
+    graphed = train(tiny_cfg("trainer=gpu"))
+    assert (
+        torch.load(tmp_path / "models" / "last.ckpt", weights_only=True)["global_step"] == eager_steps == 32
+    )
+    tags = MlflowClient(uri).get_run(graphed.run_id).data.tags
+    assert (tags["device.cuda_graph"], tags["device.steps_per_batch"], tags["device.type"]) == (
+        "true",
+        "50",
+        "cuda",
+    )
+    expected, got = metric_histories(uri, eager.run_id), metric_histories(uri, graphed.run_id)
+    assert set(got) == set(expected)
+    for key, points in expected.items():
+        assert [s for s, _ in got[key]] == [s for s, _ in points], key
+        assert [v for _, v in got[key]] == pytest.approx([v for _, v in points], rel=0.02, abs=0.02), key

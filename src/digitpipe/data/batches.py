@@ -7,6 +7,7 @@ The same code serves the CPU (where it also saves the DataLoader's per-batch Pyt
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -63,17 +64,29 @@ class EpochOrder:
 
 
 class IndexBatches:
-    """(images, labels) batches of `split` in the order `sampler` gives; the last may be smaller."""
+    """(images, labels) batches of `split` in the order `sampler` gives; the last may be smaller.
 
-    def __init__(self, split: Split, batch_size: int, sampler: EpochOrder) -> None:
-        self.split, self.batch_size, self.sampler = split, batch_size, sampler
+    With `group` > 1 each item is a list of up to `group` consecutive such batches (the steps a module
+    running its own optimizer steps takes per Lightning batch: training/step_plan.py); the batches
+    are the same either way.
+    """
+
+    def __init__(self, split: Split, batch_size: int, sampler: EpochOrder, group: int = 1) -> None:
+        self.split, self.batch_size, self.sampler, self.group = split, batch_size, sampler, group
         self.batch_sampler = None  # Lightning reads the pair as a DataLoader's (set_epoch, shuffle checks)
 
     def __len__(self) -> int:
-        return -(-len(self.sampler) // self.batch_size)
+        batches = -(-len(self.sampler) // self.batch_size)
+        return -(-batches // self.group)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator:
         # one host-to-device copy of the epoch's indices; slicing them is free
         order = self.sampler.indices().to(self.split.labels.device, non_blocking=True)
-        for batch in order.split(self.batch_size):
-            yield self.split.images[batch], self.split.labels[batch]
+        batches = (
+            (self.split.images[batch], self.split.labels[batch]) for batch in order.split(self.batch_size)
+        )
+        if self.group == 1:
+            yield from batches
+            return
+        while group := list(itertools.islice(batches, self.group)):
+            yield group

@@ -48,6 +48,10 @@ class RunMetadata(L.Callback):
             client.set_tag(run_id, "device.type", device)
             client.set_tag(run_id, "device.count", str(trainer.world_size))
             client.set_tag(run_id, "device.precision", str(trainer.precision))  # what `auto` became
+            plan = getattr(pl_module, "step_plan", None)  # what train_step's `auto`s became
+            if plan is not None:
+                client.set_tag(run_id, "device.cuda_graph", str(plan.cuda_graph).lower())
+                client.set_tag(run_id, "device.steps_per_batch", str(plan.steps_per_batch))
 
 
 class SystemMetrics(L.Callback):

@@ -21,13 +21,23 @@ from digitpipe.training.guards import DivergenceGuard, StopOnSignal
 from digitpipe.training.history import EpochHistoryLogger
 from digitpipe.training.precision import resolve_precision
 from digitpipe.training.resume import identity
+from digitpipe.training.step_plan import StepPlan, plan_steps
 
 MONITOR = VAL_ACC
 
 
-def build_model(cfg: DictConfig, world_size: int = 1) -> DigitClassifier:
+def step_plan(cfg: DictConfig) -> StepPlan:
+    """How this training's optimizer steps run (`train_step`): eagerly or as a CUDA graph, and how
+    many per Lightning batch."""
+    return plan_steps(cfg, trainer_settings(cfg))
+
+
+def build_model(cfg: DictConfig, world_size: int = 1, plan: StepPlan | None = None) -> DigitClassifier:
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     lr = scaled_lr(cfg.optimizer.lr, world_size, cfg.distributed.scale_lr)
+    plan = plan or step_plan(cfg)
+    # a CUDA graph replays the update too: its optimizer keeps its step count on the GPU
+    capturable = {"capturable": True} if plan.cuda_graph else {}
     return DigitClassifier(
         activation=cfg.model.activation,
         negative_slope=cfg.model.negative_slope,
@@ -35,15 +45,17 @@ def build_model(cfg: DictConfig, world_size: int = 1) -> DigitClassifier:
         image_size=cfg.data.image_size,
         init=cfg.model.init,
         standardize=cfg.data.normalize,
-        optimizer=instantiate(cfg.optimizer, lr=lr),
+        optimizer=instantiate(cfg.optimizer, lr=lr, **capturable),
         scheduler=scheduler,
+        step_plan=plan,
     )
 
 
-def build_datamodule(cfg: DictConfig, world_size: int = 1) -> DigitsDataModule:
+def build_datamodule(cfg: DictConfig, world_size: int = 1, plan: StepPlan | None = None) -> DigitsDataModule:
     d = cfg.data
     batch_size = per_device_batch_size(d.batch_size, world_size, cfg.distributed.batch_scope)
-    return DigitsDataModule(dataset_source(cfg), batch_size, d.eval_batch_size, cfg.seed)
+    steps = (plan or step_plan(cfg)).steps_per_batch
+    return DigitsDataModule(dataset_source(cfg), batch_size, d.eval_batch_size, cfg.seed, steps)
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:

@@ -15,16 +15,21 @@ class DivergenceGuard(L.Callback):
     """Stop at a non-finite training loss, with one line, before anything is saved.
 
     The check needs the loss on the host; to spare accelerators a sync every step, losses are
-    combined on the device and looked at on the logging steps and before each epoch's checkpoint.
+    combined on the device and looked at once per log_every_n_steps steps (at the batch that
+    reaches the next multiple, which with several steps per batch may pass it) and before each
+    epoch's checkpoint.
     """
 
     def __init__(self) -> None:
         self.finite: torch.Tensor | None = None
+        self.checked_window = 0  # global_step // log_every_n_steps at the last check
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx):
         finite = torch.isfinite(outputs["loss"].detach())
         self.finite = finite if self.finite is None else self.finite & finite
-        if trainer.global_step % trainer.log_every_n_steps == 0:
+        window = trainer.global_step // max(trainer.log_every_n_steps, 1)
+        if window > self.checked_window:
+            self.checked_window = window
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from digitpipe.diagnostics.callback import Diagnostics
 from digitpipe.errors import RankFailed
 from digitpipe.paths import resolve
 from digitpipe.tracking.run import TrackedRun, recorded
-from digitpipe.training.build import build_datamodule, build_model, build_trainer
+from digitpipe.training.build import build_datamodule, build_model, build_trainer, step_plan
 from digitpipe.training.checkpoints import RunDir
 from digitpipe.training.distributed import prepare_launch, release_launch
 from digitpipe.training.publish import check_writable
@@ -38,6 +39,9 @@ from digitpipe.training.record import (
     release,
 )
 from digitpipe.training.resume import PLAN_ENV, Plan, identity, plan_start
+
+# Lightning's warning when an epoch has fewer loader batches than trainer.log_every_n_steps
+GROUPED_BATCHES_WARNING = r"The number of training batches \(\d+\) is smaller than the logging interval"
 
 
 def train(cfg: DictConfig) -> TrainResult:
@@ -71,8 +75,9 @@ def _train(cfg: DictConfig) -> TrainResult:
 def fit(cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir, plan: Plan) -> FitResult:
     L.seed_everything(cfg.seed, workers=True)
     trainer, best, history = build_trainer(cfg, run, run_dir)
-    model = build_model(cfg, trainer.world_size)
-    datamodule = build_datamodule(cfg, trainer.world_size)
+    steps = step_plan(cfg)
+    model = build_model(cfg, trainer.world_size, steps)
+    datamodule = build_datamodule(cfg, trainer.world_size, steps)
     if trainer.is_global_zero and not plan.run_dir:
         print(model.summary())
     launcher = prepare_launch()
@@ -81,7 +86,10 @@ def fit(cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir, plan: Plan) ->
     watch = RankWatch(trainer, partial(fail_run, run) if run else None)
     try:
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
+            with warnings.catch_warnings():
+                if steps.steps_per_batch > 1:  # Lightning counts loader batches; the losses are logged
+                    warnings.filterwarnings("ignore", GROUPED_BATCHES_WARNING)  # by step (classifier.py)
+                trainer.fit(model, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
         except Exception as err:  # under DDP: a collective fails when another rank has died
             if reason := watch.explain(err):
                 raise RankFailed(reason) from err

@@ -48,6 +48,9 @@ def written_outputs(project):
         ("trainer.max_epochs=0", ["trainer.max_epochs=0 is invalid"]),
         ("seed=abc", ["seed='abc' is invalid: the seed must be an integer from 0 to 4294967295",
                       "(e.g. seed=42)"]),
+        ("train_step.steps_per_batch=0", ["train_step.steps_per_batch=0 is invalid: give auto or a whole"]),
+        ("train_step.cuda_graph=true", ["train_step.cuda_graph=true cannot be used here: the training does "
+                                        "not run on a CUDA GPU", "Use train_step.cuda_graph=auto or false"]),
     ],
 )  # fmt: skip
 def test_train_rejects_bad_settings_before_any_work(project, override, fragments):

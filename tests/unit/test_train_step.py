@@ -31,9 +31,39 @@ def test_on_the_cpu_steps_run_as_lightning_runs_them():
     assert not StepPlan(cuda_graph=False, steps_per_batch=1).manual
 
 
-def test_on_one_gpu_the_seed_recipe_is_graphed_in_groups_of_steps():
-    plan = step_plan(compose_config(["trainer=gpu"]))
+@pytest.fixture
+def one_cuda_gpu(monkeypatch):
+    """The plan as a machine with one CUDA GPU makes it (it only asks torch.cuda)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.mark.parametrize(
+    "overrides", [[], ["trainer.precision=32"], ["trainer.devices=[0]"], ["trainer.devices=auto"]]
+)
+def test_on_one_gpu_the_seed_recipe_is_graphed_in_groups_of_steps(one_cuda_gpu, overrides):
+    plan = step_plan(compose_config(["trainer=gpu", *overrides]))
     assert plan == StepPlan(cuda_graph=True, steps_per_batch=GRAPHED_STEPS_PER_BATCH) and plan.manual
+
+
+def test_gpu_named_without_cuda_gets_no_graph(monkeypatch):
+    """Lightning's accelerator=gpu is also Apple's MPS; a graph needs CUDA."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert step_plan(compose_config(["trainer=gpu"])) == StepPlan(False, 1)
+
+
+@pytest.mark.parametrize(
+    "limit", ["+trainer.max_steps=120", "+trainer.limit_train_batches=20", "+trainer.val_check_interval=0.25"]
+)
+def test_trainer_limits_counted_in_lightning_batches_keep_one_step_per_batch(one_cuda_gpu, limit, caplog):
+    """max_steps=120 must stop after 120 optimizer steps, not 120 groups of 50."""
+    with caplog.at_level(logging.INFO, logger="digitpipe.training.step_plan"):
+        plan = step_plan(compose_config(["trainer=gpu", limit]))
+    assert plan == StepPlan(cuda_graph=True, steps_per_batch=1)
+    key = limit.removeprefix("+").split("=")[0]
+    assert f"one training step per Lightning batch: {key} counts Lightning batches" in caplog.text
+    with pytest.raises(ConfigError, match=f"train_step.steps_per_batch=4 cannot be used here: {key} counts"):
+        step_plan(compose_config(["trainer=gpu", limit, "train_step.steps_per_batch=4"]))
 
 
 @pytest.mark.parametrize(
@@ -45,9 +75,13 @@ def test_on_one_gpu_the_seed_recipe_is_graphed_in_groups_of_steps():
         (["diagnostics=on"], "diagnostics=on"),
         (["trainer=ddp", "trainer.devices=2"], "several processes (DDP)"),
         (["+trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val is set"),
+        (["trainer.precision=16-mixed"], "its gradient scaler steps with Lightning's"),
+        (["+trainer.detect_anomaly=true"], "detect_anomaly checks every gradient on the host"),
     ],
 )
-def test_auto_falls_back_to_eager_steps_and_says_why_where_a_graph_cannot_serve(overrides, reason, caplog):
+def test_auto_falls_back_to_eager_steps_and_says_why_where_a_graph_cannot_serve(
+    one_cuda_gpu, overrides, reason, caplog
+):
     with caplog.at_level(logging.INFO, logger="digitpipe.training.step_plan"):
         assert step_plan(compose_config(["trainer=gpu", *overrides])) == StepPlan(False, 1)
     assert reason in caplog.text and "not as a CUDA graph" in caplog.text
@@ -69,6 +103,7 @@ def test_the_cpu_has_no_graph_to_give():
         ("train_step.steps_per_batch=2.5", "a whole number of steps >= 1"),
         ("train_step.cuda_graph=sometimes", "auto, true or false"),
         ("train_step.steps_per_batch=4 scheduler=cosine", "Use train_step.steps_per_batch=1"),
+        ("train_step.steps_per_batch=4 trainer.precision=16-mixed", "its gradient scaler steps with"),
     ],
 )
 def test_bad_settings_are_one_line_errors_naming_the_fix(override, fix):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +72,9 @@ class DigitClassifier(L.LightningModule):
         if stage == "fit" and isinstance(self.standardize, Standardize):
             self.standardize.set_statistics(*self.trainer.datamodule.pixel_stats())
 
+    def on_fit_start(self) -> None:
+        self.step_runner = None  # built at the first step, on this fit's optimizer
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.standardize(images))
 
@@ -133,6 +137,8 @@ class DigitClassifier(L.LightningModule):
         if due:
             values = losses[due].tolist()  # one host sync for the group, where a step is due
             for i, value in zip(due, values, strict=True):
+                if not math.isfinite(value):  # DivergenceGuard stops the training; nothing is logged
+                    break
                 for logger in self.loggers:
                     logger.log_metrics({TRAIN_LOSS_STEP: value, "epoch": self.current_epoch}, step=first + i)
         self.log(TRAIN_LOSS_STEP, losses[-1], prog_bar=True, logger=False)

@@ -14,6 +14,7 @@ state. Both runners return the step's loss and logits, detached, for the metrics
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -75,7 +76,10 @@ class GraphedStep:
         as cuDNN's and the optimizer's state happen here, outside the graph)."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            # torch's advice to build the optimizer without capturable when no graph is captured
+            # (warned once, at the first eager step): this one is captured right after the warm-up
+            warnings.filterwarnings("ignore", "This instance was constructed with capturable=True")
             result = self.eager(images, labels)
         torch.cuda.current_stream().wait_stream(side)
         return result

@@ -39,6 +39,7 @@ from digitpipe.training.record import (
     release,
 )
 from digitpipe.training.resume import PLAN_ENV, Plan, identity, plan_start
+from digitpipe.training.step_plan import StepPlan
 
 # Lightning's warning when an epoch has fewer loader batches than trainer.log_every_n_steps
 GROUPED_BATCHES_WARNING = r"The number of training batches \(\d+\) is smaller than the logging interval"
@@ -46,11 +47,12 @@ GROUPED_BATCHES_WARNING = r"The number of training batches \(\d+\) is smaller th
 
 def train(cfg: DictConfig) -> TrainResult:
     validate(cfg)
+    steps = step_plan(cfg)  # its setting errors, too, come before any work
     with interrupts.handled():
-        return _train(cfg)
+        return _train(cfg, steps)
 
 
-def _train(cfg: DictConfig) -> TrainResult:
+def _train(cfg: DictConfig, steps: StepPlan) -> TrainResult:
     owner = rank_zero_only.rank == 0  # decides new run or resume, owns the MLflow run and the outputs
     root = resolve(cfg.paths.checkpoints)
     if owner:
@@ -66,16 +68,15 @@ def _train(cfg: DictConfig) -> TrainResult:
         if owner and not plan.run_dir:
             held.callback(release, run_dir.claim())
         with explained(run, run_dir), recorded(run):
-            fitted = fit(cfg, run, run_dir, plan)
+            fitted = fit(cfg, run, run_dir, plan, steps)
             if not owner:
                 return TrainResult(None, str(fitted.best_checkpoint), fitted.metrics)
             return record(cfg, run, run_dir, fitted)
 
 
-def fit(cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir, plan: Plan) -> FitResult:
+def fit(cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir, plan: Plan, steps: StepPlan) -> FitResult:
     L.seed_everything(cfg.seed, workers=True)
     trainer, best, history = build_trainer(cfg, run, run_dir)
-    steps = step_plan(cfg)
     model = build_model(cfg, trainer.world_size, steps)
     datamodule = build_datamodule(cfg, trainer.world_size, steps)
     if trainer.is_global_zero and not plan.run_dir:

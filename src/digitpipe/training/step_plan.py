@@ -24,8 +24,8 @@ from digitpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Lightning's work per batch (~1.6 ms on the host) spread over 50 steps: on an H100, 4.7 s for the
-# seed recipe's fit against 5.4-5.6 s at 20 steps and 15.1 s at 1 (README, "Speed")
+# Lightning's work per batch (~1.6 ms on the host) spread over 50 steps: on an H100, 3.5-4.7 s for
+# the seed recipe's fit against 5.4-5.6 s at 20 steps and 15.1 s at 1 (README, "Speed")
 GRAPHED_STEPS_PER_BATCH = 50
 
 

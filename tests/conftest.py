@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from digitpipe.data.idx import encode_idx
+from digitpipe.training.precision import CPU_BF16_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = (
@@ -28,6 +29,20 @@ FILE_NAMES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cpu-bf16", choices=("probe", "0", "1"), default="probe",
+        help="what trainer.precision=auto takes this CPU to have: bf16 units (1), none (0), or what "
+        "torch's CPUID probes find (probe): run the suite as on either kind of CPU",
+    )  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    told = config.getoption("--cpu-bf16")
+    if told != "probe":
+        os.environ[CPU_BF16_ENV] = told  # inherited by every CLI and DDP rank the tests start
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

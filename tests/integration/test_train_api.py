@@ -15,6 +15,7 @@ from digitpipe.data.datamodule import scale_images
 from digitpipe.data.download import MIRROR_ENV
 from digitpipe.models.checkpoint import load_classifier
 from digitpipe.serving.network import pixel_classifier_from_checkpoint
+from digitpipe.training.precision import CPU_BF16_ENV
 from digitpipe.training.train import train
 
 from ..conftest import compose_config, tiny_overrides
@@ -91,6 +92,21 @@ def test_system_metrics_are_sampled_into_the_run_only_when_asked(tiny_cfg, tmp_p
 
     plain = train(tiny_cfg())
     assert not [k for k in client.get_run(plain.run_id).data.metrics if k.startswith("system/")]
+
+
+@pytest.mark.parametrize(("cpu_bf16", "expected"), [("1", "bf16-mixed"), ("0", "32-true")])
+def test_auto_precision_trains_in_what_the_cpu_has_and_the_run_says_which(
+    tiny_cfg, tmp_path, monkeypatch, cpu_bf16, expected
+):
+    """`auto` on either kind of CPU: bf16 autocast trains the tiny task as well as fp32 does, its
+    checkpoint keeps fp32 weights (autocast casts per op), and the run's tag names what ran."""
+    monkeypatch.setenv(CPU_BF16_ENV, cpu_bf16)
+    result = train(tiny_cfg())
+    tags = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(result.run_id).data.tags
+    assert tags["device.precision"] == expected
+    assert result.metrics["val/acc"] > 0.9  # the tiny task is learnt in two epochs either way
+    weights = torch.load(tmp_path / "models" / "best.ckpt", weights_only=True)["state_dict"]
+    assert {v.dtype for k, v in weights.items() if v.is_floating_point()} == {torch.float32}
 
 
 def test_standardisation_statistics_travel_in_the_checkpoint(tiny_cfg, tmp_path):

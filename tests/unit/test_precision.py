@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitpipe.training.precision import cpu_has_bf16, resolve_precision
+from digitpipe.training.precision import CPU_BF16_ENV, cpu_has_bf16, resolve_precision
 
 
 @pytest.fixture
 def cpu_bf16(monkeypatch):
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)  # the probes decide (pytest --cpu-bf16 sets it)
+
     def set_units(avx512_bf16: bool, amx: bool) -> None:
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
@@ -38,6 +40,14 @@ def test_a_named_precision_is_used_as_given(cpu_bf16):
 
 
 def test_without_torchs_cpuid_probes_auto_falls_back_to_fp32(monkeypatch):
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert resolve_precision("auto", "cpu") == "32-true"
+
+
+@pytest.mark.parametrize(("told", "expected"), [("1", "bf16-mixed"), ("0", "32-true")])
+def test_the_cpu_can_be_told_what_it_has_whatever_its_probes_say(cpu_bf16, monkeypatch, told, expected):
+    cpu_bf16(told == "0", told == "0")  # the probes say the opposite
+    monkeypatch.setenv(CPU_BF16_ENV, told)
+    assert resolve_precision("auto", "cpu") == expected

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+# "1" or "0": what `auto` takes the CPU to have, instead of asking it (`pytest --cpu-bf16=0|1` sets
+# it, so the suite runs as it would on the other kind of CPU)
+CPU_BF16_ENV = "DIGITPIPE_CPU_BF16"
 
 
 def cpu_has_bf16() -> bool:
     """True on CPUs with bf16 multiply-add units (AVX512-BF16 or AMX), where bf16 autocast runs at
     about twice the fp32 rate; elsewhere bf16 is emulated and several times slower than fp32."""
+    if os.environ.get(CPU_BF16_ENV) in ("0", "1"):
+        return os.environ[CPU_BF16_ENV] == "1"
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPUID checks
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 

@@ -19,6 +19,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 
+from digitpipe import environment
+from digitpipe.config import validate
 from digitpipe.data.datamodule import scale_images
 from digitpipe.paths import workspace_root
 from digitpipe.training.build import build_callbacks, build_datamodule, build_model, make_trainer
@@ -28,7 +30,7 @@ from digitpipe.training.layout import ChannelsLast
 def plain_fit(cfg, datamodule, epochs: int) -> tuple[float, torch.nn.Module]:
     """The reference: the loop anyone would write by hand around the same tensors; (seconds, model)."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).net
+    model = build_model(cfg, validate(cfg)).net
     if any(isinstance(c, ChannelsLast) for c in build_callbacks(cfg)):  # the pipeline's layout
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
@@ -52,23 +54,22 @@ def plain_epoch(cfg, datamodule) -> float:
 def lightning_epoch(cfg, datamodule) -> float:
     """The pipeline's path: DigitClassifier + DigitsDataModule under lightning.Trainer."""
     L.seed_everything(cfg.seed, verbose=False)
+    settings = validate(cfg)
     # the configured callbacks (progress bar) minus the LR monitor, which needs a logger
     callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, LearningRateMonitor)]
-    trainer = make_trainer(
-        cfg, max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
-        limit_val_batches=0, callbacks=callbacks,
-    )  # fmt: skip
-    started = time.perf_counter()
-    trainer.fit(build_model(cfg), datamodule=datamodule)
-    elapsed = time.perf_counter() - started
-    torch.use_deterministic_algorithms(False)  # Trainer(deterministic=True) sets it process-wide
-    torch.utils.deterministic.fill_uninitialized_memory = True  # and make_trainer this
-    return elapsed
+    with environment.restored():  # Trainer(deterministic=True) and make_trainer set torch flags
+        trainer = make_trainer(
+            cfg, settings, max_epochs=1, logger=False, enable_checkpointing=False,
+            enable_model_summary=False, limit_val_batches=0, callbacks=callbacks,
+        )  # fmt: skip
+        started = time.perf_counter()
+        trainer.fit(build_model(cfg, settings), datamodule=datamodule)
+        return time.perf_counter() - started
 
 
 def loaded_datamodule(cfg):
     """The datamodule with the training split in memory (prepared first if the data is missing)."""
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, validate(cfg))
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule

@@ -14,7 +14,7 @@ part() { echo; echo "## $1"; shift; timeout "$@"; }
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
     lscpu | grep -E 'Model name|^CPU\(s\)'
-    python3 -c "from digitpipe.training.precision import cpu_has_bf16; print('CPU bf16 units:', cpu_has_bf16())"
+    python3 -c "from digitpipe.config.precision import cpu_has_bf16; print('CPU bf16 units:', cpu_has_bf16())"
     # the CUDA-graph step's own tests, and a graphed training's records against an eager one's
     part "CUDA tests" 240 python3 -m pytest -q -n0 -p no:cacheprovider tests/unit/test_train_step.py \
         tests/integration/test_train_api.py::test_on_a_gpu_the_graphed_training_records_what_the_eager_one_does

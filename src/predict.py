@@ -16,7 +16,7 @@ from digitpipe.errors import exit_on_user_error
 from digitpipe.paths import resolve
 from digitpipe.serving.images import frame_digit, load_image
 from digitpipe.serving.network import pixel_classifier_from_checkpoint, top_digits
-from digitpipe.training.checkpoints import BEST
+from digitpipe.train_outputs import BEST
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 

@@ -11,9 +11,9 @@ from omegaconf import DictConfig
 from digitpipe.cli import preflight
 from digitpipe.errors import exit_on_user_error
 from digitpipe.paths import resolve
-from digitpipe.tracking.owner import close_dead_runs
+from digitpipe.tracking.run import close_dead_runs
 from digitpipe.tracking.store import open_store
-from digitpipe.training.checkpoints import interrupted_runs, read_run_state
+from digitpipe.training.run_dir import interrupted_runs, read_run_state
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from digitpipe.cli import log_lightning_once, preflight
-from digitpipe.config import validate
+from digitpipe.cli import preflight
 from digitpipe.errors import exit_on_user_error
 from digitpipe.metric_names import VAL_ACC
+from digitpipe.training.train import train
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -16,11 +16,6 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    validate(cfg)  # before importing Lightning (8 s on two cores): a bad value fails in a second
-    from digitpipe.training.train import train
-
-    log_lightning_once()
-
     result = train(cfg)
     if result.run_id:  # rank 0 (the other DDP ranks have no run)
         print(f"run {result.run_id}: val/acc {result.metrics['val/acc']:.4f}, best {result.best_checkpoint}")

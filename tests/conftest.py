@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from digitpipe.data.idx import encode_idx
-from digitpipe.training.precision import CPU_BF16_ENV
+from digitpipe.environment import CPU_BF16 as CPU_BF16_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = (

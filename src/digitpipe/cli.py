@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from digitpipe.environment import DVC_EXP_NAME
 from digitpipe.errors import ConfigError, exit_on_user_error
 
 
@@ -71,7 +72,7 @@ def check_params_current(args: list[str], config_dir: Path) -> None:
     experiment must find there what conf/ composes to: `dvc repro` reads params.yaml, which only
     `dvc exp run` rewrites, so an edited conf/ or a finished experiment's values would otherwise
     train silently."""
-    if option(args, "-cn", "--config-name") != "params" or os.environ.get("DVC_EXP_NAME"):
+    if option(args, "-cn", "--config-name") != "params" or os.environ.get(DVC_EXP_NAME):
         return
     params = Path(option(args, "-cd", "--config-dir") or ".") / "params.yaml"
     if not params.is_file():
@@ -99,8 +100,8 @@ def log_lightning_once() -> None:
     """Print Lightning's messages once, through Hydra's handlers (the console and the job's .log).
 
     Importing lightning gives its logger a handler of its own ("INFO: Seed set to 42"). Imported after
-    Hydra configured the root logger, as src/train.py does (bad values fail before that 8 s import),
-    its messages also propagate to Hydra's handlers, so every line came out twice.
+    Hydra configured the root logger, as train() imports it (after the config is checked), its
+    messages also propagate to Hydra's handlers, so every line came out twice.
     """
     if not logging.getLogger().handlers:  # no Hydra logging (a plain import): keep Lightning's own
         return

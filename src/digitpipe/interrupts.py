@@ -90,7 +90,9 @@ def handled(grace_s: float = 10.0) -> Iterator[None]:
     os.set_blocking(write_fd, False)
     previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     stop = threading.Event()
-    threading.Thread(target=_watchdog, args=(read_fd, grace_s, stop), daemon=True, name="interrupts").start()
+    watchdog = threading.Thread(target=_watchdog, args=(read_fd, grace_s, stop), name="interrupts")
+    watchdog.daemon = True
+    watchdog.start()
     install()
     try:
         yield
@@ -100,6 +102,7 @@ def handled(grace_s: float = 10.0) -> Iterator[None]:
         signal.set_wakeup_fd(previous_fd)
         stop.set()
         os.close(write_fd)  # wakes the watchdog, which closes read_fd
+        watchdog.join(timeout=1.0)
         _seen.clear()
         _delivery.raised, _delivery.pending = False, None
 

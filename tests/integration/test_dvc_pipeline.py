@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from digitpipe.training.precision import resolve_precision
+from digitpipe.config.precision import resolve_precision
 
 from ..conftest import ROOT, copy_project, files_config, free_port, run_cli, tiny_overrides, write_mirror
 from .test_mlflow_server import start, stop
@@ -124,7 +124,9 @@ def test_a_second_repro_does_nothing_and_status_is_clean(repro):
     assert "Data and pipelines are up to date." in status.stdout, status.stdout
 
 
-@pytest.mark.parametrize("module", ["atomic.py", "config.py", "tracking/metadata.py", "serving/images.py"])
+@pytest.mark.parametrize(
+    "module", ["atomic.py", "config/values.py", "tracking/metadata.py", "serving/images.py"]
+)
 def test_a_change_to_any_module_the_stages_import_makes_them_stale(repro, module):
     """Each stage depends on the whole package it imports, not a hand-kept list of its files."""
     project, env = repro

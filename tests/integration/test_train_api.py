@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import threading
 import warnings
 
@@ -13,9 +14,9 @@ from mlflow import MlflowClient
 
 from digitpipe.data.datamodule import scale_images
 from digitpipe.data.download import MIRROR_ENV
+from digitpipe.environment import CPU_BF16 as CPU_BF16_ENV
 from digitpipe.models.checkpoint import load_classifier
 from digitpipe.serving.network import pixel_classifier_from_checkpoint
-from digitpipe.training.precision import CPU_BF16_ENV
 from digitpipe.training.train import train
 
 from ..conftest import compose_config, tiny_overrides
@@ -48,6 +49,36 @@ def test_the_same_seed_trains_the_same_model_twice(tiny_cfg, tmp_path):
         k: v for k, v in second.metrics.items() if k != "fit_seconds"
     }
     assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def process_state() -> dict:
+    import signal
+    import sys
+
+    import mlflow
+
+    from digitpipe.environment import torch_flags
+
+    return {
+        "environ": dict(os.environ), "argv": list(sys.argv), "torch": torch_flags(),
+        "handlers": [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)],
+        "threads": sorted(t.name for t in threading.enumerate()),
+        "fluent mlflow": (mlflow.is_tracking_uri_set(), mlflow.active_run()),
+    }  # fmt: skip
+
+
+def test_a_training_leaves_the_process_as_it_found_it(tiny_cfg):
+    """The search calls train() once per trial, in one process. (tqdm starts one monitor thread per
+    process for all its bars, Lightning's and MLflow's: it may stay, once.)"""
+    def without_tqdm(state: dict) -> dict:
+        return {**state, "threads": [t for t in state["threads"] if t != "tqdm_monitor"]}
+
+    before = process_state()
+    train(tiny_cfg("mlflow.log_model=true"))  # the model is logged through the client, too
+    after = process_state()
+    assert without_tqdm(after) == without_tqdm(before)
+    train(tiny_cfg("mlflow.log_model=true", "seed=1"))
+    assert process_state() == after  # and nothing piles up
 
 
 def test_another_seed_trains_a_different_model(tiny_cfg):

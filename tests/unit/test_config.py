@@ -121,7 +121,7 @@ def test_the_fast_recipe_overrides_the_seed_recipe_and_nothing_else():
 
 def test_a_one_cycle_schedule_spans_the_whole_training_and_steps_every_optimizer_step(tmp_path):
     cfg = compose_config(["experiment=fast", "trainer.max_epochs=2"])
-    model = build_model(cfg)
+    model = build_model(cfg, validate(cfg))
     rates = []
 
     class Rates(L.Callback):

@@ -1,11 +1,16 @@
-"""How DDP splits the batch, and the command line each rank of a sweep job is started with."""
+"""How DDP splits the batch and scales the rate, and the command line each rank of a sweep job gets."""
 
 from __future__ import annotations
 
 import pytest
 
+from digitpipe.config import per_process_batch_size as per_device_batch_size
+from digitpipe.config import validate
+from digitpipe.distributed.launch import pin_argv_to_current_job
 from digitpipe.errors import ConfigError
-from digitpipe.training.distributed import per_device_batch_size, pin_argv_to_current_job, scaled_lr
+from digitpipe.training.build import build_model
+
+from ..conftest import compose_config
 
 
 @pytest.mark.parametrize(("batch", "world", "scope", "per_device"),
@@ -28,12 +33,14 @@ def test_an_unknown_batch_scope_lists_the_valid_ones():
     with pytest.raises(
         ConfigError, match=r"distributed.batch_scope='node' must be one of: global, per_device"
     ):
-        per_device_batch_size(64, 2, "node")
+        validate(compose_config(["distributed.batch_scope=node"]))
 
 
-def test_the_learning_rate_scales_with_the_processes_only_when_asked():
-    assert scaled_lr(1e-3, 4, scale=True) == pytest.approx(4e-3)
-    assert scaled_lr(1e-3, 4, scale=False) == 1e-3
+@pytest.mark.parametrize(("scale", "lr"), [(True, 4e-3), (False, 1e-3)])
+def test_the_learning_rate_scales_with_the_processes_only_when_asked(scale, lr):
+    cfg = compose_config([f"distributed.scale_lr={scale}"])
+    model = build_model(cfg, validate(cfg), world_size=4)
+    assert model.optimizer_factory.keywords["lr"] == pytest.approx(lr)
 
 
 def test_a_sweep_jobs_ranks_get_its_config_flags_and_its_own_overrides_not_the_sweep():

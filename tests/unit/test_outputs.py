@@ -96,3 +96,29 @@ def test_the_history_keeps_epoch_rows_only_merges_an_epochs_updates_and_adds_dia
         "1,0.6,0.7,0.4,0.8,0.001,",
         "2,0.3,,,,,0.25",
     ]
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_fit_in_one_line(tmp_path):
+    """Lightning's own writer logs some write errors (a PermissionError) and trains on; this one
+    raises. (A directory where the file goes: unwritable even for root.)"""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from digitpipe.errors import OutputError
+    from digitpipe.training.checkpoints import VerifiedCheckpointIO
+
+    from .test_lightning_compat import OneStep
+
+    (tmp_path / "last.ckpt").mkdir()
+    last = ModelCheckpoint(dirpath=tmp_path, filename="last", enable_version_counter=False)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", plugins=[VerifiedCheckpointIO()], callbacks=[last])  # fmt: skip
+    data = DataLoader(TensorDataset(torch.rand(4, 3), torch.rand(4, 1)), batch_size=4)
+    with pytest.raises(OutputError) as stopped:
+        trainer.fit(OneStep(), data)
+    assert str(stopped.value) == (
+        f"could not write {tmp_path / 'last.ckpt'} (Is a directory); check that {tmp_path} is writable"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left beside it

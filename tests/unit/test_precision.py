@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitpipe.training.precision import CPU_BF16_ENV, cpu_has_bf16, resolve_precision
+from digitpipe.config.precision import cpu_has_bf16, resolve_precision
+from digitpipe.environment import CPU_BF16 as CPU_BF16_ENV
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from digitpipe.tracking.owner import END_REASON, Owner, close_dead_runs
+from digitpipe.tracking.owner import Owner
+from digitpipe.tracking.run import END_REASON, close_dead_runs
 
 
 @pytest.fixture

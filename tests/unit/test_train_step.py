@@ -14,14 +14,19 @@ import re
 import pytest
 import torch
 
+from digitpipe.config import validate
+from digitpipe.config.steps import GRAPHED_STEPS_PER_BATCH, StepPlan
 from digitpipe.data.batches import EpochOrder, IndexBatches, Split
 from digitpipe.errors import ConfigError
 from digitpipe.models.convnet import build_convnet
-from digitpipe.training.build import step_plan
-from digitpipe.training.step_plan import GRAPHED_STEPS_PER_BATCH, StepPlan
-from digitpipe.training.step_runners import EagerStep, GraphedStep
+from digitpipe.steps.batches import Grouped
+from digitpipe.steps.runners import EagerStep, GraphedStep
 
 from ..conftest import compose_config
+
+
+def step_plan(cfg):
+    return validate(cfg).steps
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -57,7 +62,7 @@ def test_gpu_named_without_cuda_gets_no_graph(monkeypatch):
 )
 def test_trainer_limits_counted_in_lightning_batches_keep_one_step_per_batch(one_cuda_gpu, limit, caplog):
     """max_steps=120 must stop after 120 optimizer steps, not 120 groups of 50."""
-    with caplog.at_level(logging.INFO, logger="digitpipe.training.step_plan"):
+    with caplog.at_level(logging.INFO, logger="digitpipe.config.steps"):
         plan = step_plan(compose_config(["trainer=gpu", limit]))
     assert plan == StepPlan(cuda_graph=True, steps_per_batch=1)
     key = limit.removeprefix("+").split("=")[0]
@@ -82,7 +87,7 @@ def test_trainer_limits_counted_in_lightning_batches_keep_one_step_per_batch(one
 def test_auto_falls_back_to_eager_steps_and_says_why_where_a_graph_cannot_serve(
     one_cuda_gpu, overrides, reason, caplog
 ):
-    with caplog.at_level(logging.INFO, logger="digitpipe.training.step_plan"):
+    with caplog.at_level(logging.INFO, logger="digitpipe.config.steps"):
         assert step_plan(compose_config(["trainer=gpu", *overrides])) == StepPlan(False, 1)
     assert reason in caplog.text and "not as a CUDA graph" in caplog.text
     with pytest.raises(
@@ -114,10 +119,9 @@ def test_bad_settings_are_one_line_errors_naming_the_fix(override, fix):
 
 def test_grouped_batches_are_the_ungrouped_batches_in_the_same_order():
     images, labels = torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8), torch.arange(100)
-    order = EpochOrder(100, shuffle=True, seed=3)
-    single = list(IndexBatches(Split(images, labels), 16, order))
-    grouped = list(IndexBatches(Split(images, labels), 16, order, group=3))
-    assert len(IndexBatches(Split(images, labels), 16, order, group=3)) == len(grouped) == 3
+    batches = IndexBatches(Split(images, labels), 16, EpochOrder(100, shuffle=True, seed=3), lambda: 0)
+    single, grouped = list(batches), list(Grouped(batches, 3))
+    assert len(Grouped(batches, 3)) == len(grouped) == 3
     assert [len(group) for group in grouped] == [3, 3, 1]  # 7 batches, the last of 4 images
     flat = [batch for group in grouped for batch in group]
     assert len(flat) == len(single) == 7

@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from digitpipe import environment
+from digitpipe.config import validate
 from digitpipe.models.checkpoint import load_classifier
 from digitpipe.models.classifier import DigitClassifier
 from digitpipe.training.build import build_callbacks, make_trainer
@@ -24,10 +26,8 @@ CONVS = ("conv1", "conv2", "conv3")
 @pytest.fixture(autouse=True)
 def torch_flags():
     """Trainer(deterministic=True) and make_trainer set process-wide flags; put them back."""
-    saved = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
-    yield
-    torch.use_deterministic_algorithms(saved[0])
-    torch.utils.deterministic.fill_uninitialized_memory = saved[1]
+    with environment.restored():
+        yield
 
 
 def batches() -> DataLoader:
@@ -56,7 +56,8 @@ def weights(model: DigitClassifier) -> dict[str, torch.Tensor]:
 
 def test_make_trainer_keeps_deterministic_algorithms_and_drops_only_the_nan_fill():
     torch.utils.deterministic.fill_uninitialized_memory = True
-    make_trainer(compose_config(), logger=False, enable_checkpointing=False)
+    cfg = compose_config()
+    make_trainer(cfg, validate(cfg), logger=False, enable_checkpointing=False)
     assert torch.are_deterministic_algorithms_enabled()  # trainer.deterministic: true, as configured
     assert torch.utils.deterministic.fill_uninitialized_memory is False
 

@@ -7,8 +7,7 @@ The same code serves the CPU (where it also saves the DataLoader's per-batch Pyt
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -35,27 +34,22 @@ class EpochOrder:
     whatever else consumed random numbers, and after a resume. Under DDP each rank takes every
     world_size-th index; a shuffled (training) order is padded by wrap-around so that every rank runs
     the same number of steps (as DistributedSampler), an unshuffled (evaluation) one is not, so no
-    image is counted twice (as UnrepeatedDistributedSampler). Lightning calls `set_epoch` before
-    each epoch when this is a loader's `sampler`.
+    image is counted twice (as UnrepeatedDistributedSampler).
     """
 
     def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         if self.shuffle:
             return -(-self.size // self.world_size)
         return len(range(self.rank, self.size, self.world_size))
 
-    def indices(self) -> torch.Tensor:
+    def indices(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.rank, self.size, self.world_size)
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(self.size, generator=generator)
         padded = len(self) * self.world_size
         if padded > self.size:
@@ -64,29 +58,17 @@ class EpochOrder:
 
 
 class IndexBatches:
-    """(images, labels) batches of `split` in the order `sampler` gives; the last may be smaller.
+    """(images, labels) batches of `split` in the order `order` gives for the epoch `epoch()` returns
+    when an iteration starts (the Trainer's current epoch); the last batch may be smaller."""
 
-    With `group` > 1 each item is a list of up to `group` consecutive such batches (the steps a module
-    running its own optimizer steps takes per Lightning batch: training/step_plan.py); the batches
-    are the same either way.
-    """
-
-    def __init__(self, split: Split, batch_size: int, sampler: EpochOrder, group: int = 1) -> None:
-        self.split, self.batch_size, self.sampler, self.group = split, batch_size, sampler, group
-        self.batch_sampler = None  # Lightning reads the pair as a DataLoader's (set_epoch, shuffle checks)
+    def __init__(self, split: Split, batch_size: int, order: EpochOrder, epoch: Callable[[], int]) -> None:
+        self.split, self.batch_size, self.order, self.epoch = split, batch_size, order, epoch
 
     def __len__(self) -> int:
-        batches = -(-len(self.sampler) // self.batch_size)
-        return -(-batches // self.group)
+        return -(-len(self.order) // self.batch_size)
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # one host-to-device copy of the epoch's indices; slicing them is free
-        order = self.sampler.indices().to(self.split.labels.device, non_blocking=True)
-        batches = (
-            (self.split.images[batch], self.split.labels[batch]) for batch in order.split(self.batch_size)
-        )
-        if self.group == 1:
-            yield from batches
-            return
-        while group := list(itertools.islice(batches, self.group)):
-            yield group
+        order = self.order.indices(self.epoch()).to(self.split.labels.device, non_blocking=True)
+        for batch in order.split(self.batch_size):
+            yield self.split.images[batch], self.split.labels[batch]

@@ -26,12 +26,10 @@ class DigitsDataModule(L.LightningDataModule):
         batch_size: int,
         eval_batch_size: int,
         seed: int,
-        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.source = source
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.steps_per_batch = steps_per_batch  # training batches per loader item (IndexBatches' group)
         self.splits: dict[str, Split] = {}  # on the CPU; each loader copies its split to the device once
         self.data_md5: str | None = None
 
@@ -56,17 +54,18 @@ class DigitsDataModule(L.LightningDataModule):
         """The first `count` validation images, scaled: a fixed set to measure a model on."""
         return scale_images(self.splits["val"].images[:count])
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool, group: int = 1) -> IndexBatches:
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> IndexBatches:
         trainer = self.trainer
-        if trainer is None:  # outside a Trainer: the whole split, on the CPU
-            device, rank, world_size = torch.device("cpu"), 0, 1
+        if trainer is None:  # outside a Trainer: the whole split, on the CPU, as in epoch 0
+            device, rank, world_size, epoch = torch.device("cpu"), 0, 1, lambda: 0
         else:
             device, rank, world_size = trainer.strategy.root_device, trainer.global_rank, trainer.world_size
+            epoch = lambda: trainer.current_epoch  # noqa: E731 (read when an epoch's iteration starts)
         order = EpochOrder(len(self.splits[split]), shuffle, self.seed, rank, world_size)
-        return IndexBatches(self.splits[split].to(device), batch_size, order, group)
+        return IndexBatches(self.splits[split].to(device), batch_size, order, epoch)
 
     def train_dataloader(self) -> IndexBatches:
-        return self._loader("train", self.batch_size, shuffle=True, group=self.steps_per_batch)
+        return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> IndexBatches:
         return self._loader("val", self.eval_batch_size, shuffle=False)
@@ -75,7 +74,5 @@ class DigitsDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, list):  # several steps' batches (steps_per_batch > 1)
-            return [(scale_images(images), labels) for images, labels in batch]
         images, labels = batch
         return scale_images(images), labels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -20,10 +21,11 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from digitpipe import atomic
+from digitpipe.environment import MNIST_MIRROR
 from digitpipe.errors import DownloadError
 from digitpipe.paths import project_root, resolve
 
-MIRROR_ENV = "MNIST_MIRROR"
+MIRROR_ENV = MNIST_MIRROR
 CHUNK = 1 << 16
 
 
@@ -66,6 +68,19 @@ def is_verified(path: Path, expected: DatasetFile) -> bool:
     return path.is_file() and atomic.file_digest(path, "sha256") == expected.sha256
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+def progress(total: int | None, label: str) -> contextlib.AbstractContextManager:
+    """A byte counter on a terminal; in a log (dvc repro, CI) it would be carriage-return redraws,
+    so none (not even a disabled tqdm, which starts tqdm's monitor thread)."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(_NoBar())
+    return tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+
+
 def fetch(url: str, timeout_s: float, deadline_s: float, label: str) -> bytes:
     """Read a whole URL, with a progress bar.
 
@@ -79,9 +94,7 @@ def fetch(url: str, timeout_s: float, deadline_s: float, label: str) -> bytes:
         with urllib.request.urlopen(url, timeout=min(timeout_s, deadline_s)) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             buffer = io.BytesIO()
-            # the bar on a terminal only: in a log (dvc repro, CI) it is carriage-return redraws
-            quiet = not sys.stderr.isatty()
-            with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, disable=quiet) as bar:
+            with progress(total, label) as bar:
                 # read1: one socket read per call; read() would wait for a whole chunk of a trickle
                 while chunk := response.read1(CHUNK):
                     buffer.write(chunk)

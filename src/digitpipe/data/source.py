@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from digitpipe.config.values import seconds, whole_number
 from digitpipe.data.download import DatasetFile, dataset_files, download_dataset, mirror_order
 from digitpipe.data.preprocess import build_splits, dataset_bytes, parse_dataset, read_raw, write_dataset
-from digitpipe.errors import ConfigError, DataError
+from digitpipe.errors import DataError
 from digitpipe.paths import resolve
 
 
@@ -125,22 +126,9 @@ def dataset_md5(source: DatasetSource) -> str:
     return source.load().md5
 
 
-def _integer(key: str, value: Any, positive: bool = True) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or (positive and value <= 0):
-        raise ConfigError(
-            f"{key}={value!r} is invalid: give {'a positive integer' if positive else 'an integer'}"
-        )
-    return value
-
-
-def _seconds(key: str, value: Any, meaning: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{key}={value!r} is invalid: give a positive number of seconds ({meaning})")
-    return value
-
-
 def dataset_source(cfg: DictConfig) -> DatasetSource:
-    """The one place the config becomes a DatasetSource ($MNIST_MIRROR is read here too)."""
+    """The one place the config becomes a DatasetSource, its values checked ($MNIST_MIRROR is read
+    here too)."""
     data, download = cfg.data, cfg.data.download
     return DatasetSource(
         dataset=resolve(cfg.paths.dataset),
@@ -148,12 +136,12 @@ def dataset_source(cfg: DictConfig) -> DatasetSource:
         raw_dir=resolve(cfg.paths.raw_dir),
         files=dataset_files(data.files),
         mirrors=tuple(mirror_order(download.mirrors, download.mirror, os.environ)),
-        timeout_s=_seconds("data.download.timeout_s", download.timeout_s, "the longest wait for a mirror"),
-        file_deadline_s=_seconds(
+        timeout_s=seconds("data.download.timeout_s", download.timeout_s, "the longest wait for a mirror"),
+        file_deadline_s=seconds(
             "data.download.file_deadline_s", download.file_deadline_s, "the longest one file may take"
         ),
-        seed=_integer("data.split_seed", cfg.data.split_seed, positive=False),
-        val_size=_integer("data.val_size", data.val_size),
-        image_size=_integer("data.image_size", data.image_size),
-        num_classes=_integer("data.num_classes", data.num_classes),
+        seed=whole_number("data.split_seed", cfg.data.split_seed, positive=False),
+        val_size=whole_number("data.val_size", data.val_size),
+        image_size=whole_number("data.image_size", data.image_size),
+        num_classes=whole_number("data.num_classes", data.num_classes),
     )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -16,7 +14,7 @@ from omegaconf import DictConfig
 from digitpipe import atomic
 from digitpipe.data.datamodule import DigitsDataModule, scale_images
 from digitpipe.data.source import dataset_source
-from digitpipe.errors import DataError, TrackingError
+from digitpipe.errors import TrackingError
 from digitpipe.evaluation.metrics import Evaluation, evaluate_logits, predict_logits
 from digitpipe.evaluation.model_figures import activation_figure, feature_map_figures, filters_figure
 from digitpipe.evaluation.plots import confusion_figure, curves_figure, misclassified_figure
@@ -24,17 +22,16 @@ from digitpipe.metric_names import TEST_ACC
 from digitpipe.models.checkpoint import load_classifier
 from digitpipe.models.classifier import DigitClassifier
 from digitpipe.paths import resolve
-from digitpipe.tracking.logger import store_failures
-from digitpipe.tracking.owner import close_dead_runs
 from digitpipe.tracking.registry import promote_if_better
-from digitpipe.tracking.store import Store, open_store
-from digitpipe.training.checkpoints import BEST, read_run_state
+from digitpipe.tracking.run import close_dead_runs
+from digitpipe.tracking.store import Store, open_store, store_failures
+from digitpipe.train_outputs import BEST, training_run_id
 
 
 def run_evaluate(cfg: DictConfig) -> Evaluation:
     checkpoint = resolve(cfg.paths.model_dir) / BEST
     model = load_classifier(checkpoint)
-    run_id = training_run_id(resolve(cfg.paths.run_info), checkpoint)
+    run_id = training_run_id(resolve(cfg.paths.run_info), checkpoint)  # what the train stage published
     store = open_store(cfg.mlflow)  # before any work: an unreachable store writes nothing
     check_run_exists(store, run_id)
     d = cfg.data
@@ -85,25 +82,6 @@ def write_reports(cfg: DictConfig, result: Evaluation, preds: torch.Tensor, labe
     atomic.write_text(resolve(paths.predictions), atomic.csv_text(pairs, ("actual", "predicted")))
     figure = confusion_figure(result.confusion)
     atomic.write_with(resolve(paths.confusion_png), lambda tmp: figure.savefig(tmp, format="png"))
-
-
-def training_run_id(run_info: Path, checkpoint: Path) -> str:
-    """The run the train stage recorded, checked against the run the checkpoint was trained in."""
-    retrain = "rerun the train stage (dvc repro train, or python src/train.py)"
-    if not run_info.is_file():
-        raise DataError(f"{run_info} is missing: it names the MLflow run to log into; {retrain}")
-    try:
-        run_id = json.loads(run_info.read_text())["run_id"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{run_info} is not a run record of the train stage ({err}); {retrain}") from err
-    trained_in = read_run_state(checkpoint).get("run_id")
-    if trained_in != run_id:
-        made_in = f"run {trained_in}" if trained_in else "an unrecorded run (made by an older version)"
-        raise DataError(
-            f"{checkpoint} was trained in {made_in}, but {run_info} names run {run_id}: "
-            f"the train stage's outputs do not belong together; {retrain}"
-        )
-    return run_id
 
 
 def check_run_exists(store: Store, run_id: str) -> None:

@@ -19,6 +19,11 @@ from digitpipe.models.classifier import DigitClassifier
 FIX = "train again (dvc repro, or python src/train.py) or use a checkpoint this project's training saved"
 
 
+def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinity."""
+    return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
 def load_classifier(path: str | Path) -> DigitClassifier:
     """A trained checkpoint on the CPU (weights_only); a bad file is one DataError naming it and the fault."""
     path = Path(path)

@@ -1,9 +1,11 @@
-"""The LightningModule: the convnet, cross-entropy, torchmetrics accuracy, the optimizer."""
+"""The LightningModule: the convnet, cross-entropy, torchmetrics accuracy, the optimizer.
+
+Lightning runs its optimizer steps (automatic optimization); steps/module.py is the opt-in variant
+that runs several per Lightning batch.
+"""
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +23,8 @@ from digitpipe.metric_names import LR, TRAIN_LOSS_STEP, metric
 from digitpipe.models.convnet import build_convnet
 from digitpipe.models.standardize import Standardize
 from digitpipe.models.summary import model_summary
-from digitpipe.training.step_plan import StepPlan
-from digitpipe.training.step_runners import EagerStep, GraphedStep
 
-log = logging.getLogger(__name__)
+HPARAMS = ("activation", "negative_slope", "num_classes", "image_size", "init", "standardize")
 
 
 class DigitClassifier(L.LightningModule):
@@ -46,16 +46,11 @@ class DigitClassifier(L.LightningModule):
         standardize: bool = False,
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., LRScheduler] | None = None,
-        step_plan: StepPlan | None = None,
     ) -> None:
         super().__init__()
-        # logger=False: the run gets the whole flattened config instead (RunMetadata)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "step_plan"], logger=False)
-        # how the optimizer steps run (training/step_plan.py): by Lightning, one per batch, or here,
-        # each batch of the loader being a list of the steps' batches, eagerly or as a CUDA graph
-        self.step_plan = step_plan or StepPlan(cuda_graph=False, steps_per_batch=1)
-        self.automatic_optimization = not self.step_plan.manual
-        self.step_runner: EagerStep | GraphedStep | None = None
+        # by name: what builds the network, never a subclass's arguments; logger=False: the run gets
+        # the whole flattened config instead (RunMetadata)
+        self.save_hyperparameters(*HPARAMS, logger=False)
         self.standardize = Standardize() if standardize else nn.Identity()
         self.net = build_convnet(activation, negative_slope, num_classes, init, image_size)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -71,9 +66,6 @@ class DigitClassifier(L.LightningModule):
         # after the datamodule's setup; a checkpoint restored later overwrites these with its own
         if stage == "fit" and isinstance(self.standardize, Standardize):
             self.standardize.set_statistics(*self.trainer.datamodule.pixel_stats())
-
-    def on_fit_start(self) -> None:
-        self.step_runner = None  # built at the first step, on this fit's optimizer
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.standardize(images))
@@ -94,54 +86,11 @@ class DigitClassifier(L.LightningModule):
         for name in ("loss", "acc"):
             self.log(metric(split, name), getattr(self, f"{split}_{name}"), prog_bar=name == "acc")
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if not self.automatic_optimization:
-            return self._run_steps(batch if isinstance(batch, list) else [batch])
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps loggers receive
             self.log(TRAIN_LOSS_STEP, loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
-
-    def _run_steps(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """The optimizer steps of `batches`, in order, as the automatic path would run them: the same
-        global step count, metrics and logged loss steps; returns the steps' mean loss."""
-        optimizer = self.optimizers()
-        if self.step_runner is None:
-            runner = GraphedStep if self.step_plan.cuda_graph else EagerStep
-            self.step_runner = runner(self, optimizer.optimizer)
-            how = "CUDA graph replays" if self.step_plan.cuda_graph else "eager"
-            log.info("optimizer steps: %s, %d per Lightning batch", how, self.step_plan.steps_per_batch)
-        first = self.global_step
-        losses, logits = [], []
-        for images, labels in batches:
-            optimizer._on_before_step()  # what LightningOptimizer.step does around an update: the
-            loss, out = self.step_runner(images, labels)  # global step count and the profiler
-            optimizer._on_after_step()
-            losses.append(loss)
-            logits.append(out)
-        targets = torch.cat([labels for _, labels in batches])
-        sizes = torch.tensor([len(labels) for _, labels in batches], device=targets.device)
-        losses = torch.stack(losses)
-        self.train_loss.update(losses, weight=sizes)
-        self.train_acc.update(torch.cat(logits), targets)
-        self._log_loss_steps(first, losses)
-        # Lightning counts one logged step per loader batch; the loggers' step axis is optimizer steps
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(batches) - 1
-        return losses.mean()
-
-    def _log_loss_steps(self, first: int, losses: torch.Tensor) -> None:
-        """TRAIN_LOSS_STEP at the steps the automatic path logs it (every log_every_n_steps-th), with
-        the step and epoch Lightning would log it with."""
-        every = self.trainer.log_every_n_steps
-        due = [i for i in range(len(losses)) if every and (first + i + 1) % every == 0]
-        if due:
-            values = losses[due].tolist()  # one host sync for the group, where a step is due
-            for i, value in zip(due, values, strict=True):
-                if not math.isfinite(value):  # DivergenceGuard stops the training; nothing is logged
-                    break
-                for logger in self.loggers:
-                    logger.log_metrics({TRAIN_LOSS_STEP: value, "epoch": self.current_epoch}, step=first + i)
-        self.log(TRAIN_LOSS_STEP, losses[-1], prog_bar=True, logger=False)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")

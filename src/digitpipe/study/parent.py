@@ -15,10 +15,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from digitpipe.tracking.logger import store_failures
 from digitpipe.tracking.metadata import run_tags
 from digitpipe.tracking.run import TrackedRun, recorded
-from digitpipe.tracking.store import Store
+from digitpipe.tracking.store import Store, store_failures
 
 STUDY_TAG, PARAMS_TAG, PARENT = "digitpipe.study", "digitpipe.study.params", "mlflow.parentRunId"
 
@@ -39,9 +38,7 @@ def find_or_create(store: Store, study: str, params: Mapping[str, str]) -> Track
         max_results=1,
     )
     if found:
-        run_id = found[0].info.run_id
-        store.client.update_run(run_id, status="RUNNING")
-        return TrackedRun(store, run_id, resumed=True)
+        return TrackedRun.reopen(store, found[0].info.run_id)[0]
     run = TrackedRun.create(
         store, study.replace("_", " "), {**run_tags(), STUDY_TAG: study, PARAMS_TAG: digest}
     )

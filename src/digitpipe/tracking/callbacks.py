@@ -10,9 +10,10 @@ from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
 
-from digitpipe.tracking.logger import store_failures
+from digitpipe.config import StepPlan
 from digitpipe.tracking.metadata import flatten_config
 from digitpipe.tracking.run import TrackedRun
+from digitpipe.tracking.store import store_failures
 
 
 def training_input(name: str, datamodule) -> DatasetInput:
@@ -24,14 +25,15 @@ def training_input(name: str, datamodule) -> DatasetInput:
 
 
 class RunMetadata(L.Callback):
-    """Logs the config (flat params + YAML), model summary, the data's DVC md5 and device into a new run.
+    """Logs the config (flat params + YAML), model summary, the data's DVC md5 and device (with what
+    precision and train_step's `auto`s became: `steps`) into a new run.
 
     It runs at fit start, after prepare_data: a run whose data could not be prepared records nothing.
     A resumed run has them from its first attempt (and MLflow refuses to change a param).
     """
 
-    def __init__(self, run: TrackedRun, cfg: DictConfig) -> None:
-        self.run, self.cfg = run, cfg
+    def __init__(self, run: TrackedRun, cfg: DictConfig, steps: StepPlan) -> None:
+        self.run, self.cfg, self.steps = run, cfg, steps
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -48,10 +50,8 @@ class RunMetadata(L.Callback):
             client.set_tag(run_id, "device.type", device)
             client.set_tag(run_id, "device.count", str(trainer.world_size))
             client.set_tag(run_id, "device.precision", str(trainer.precision))  # what `auto` became
-            plan = getattr(pl_module, "step_plan", None)  # what train_step's `auto`s became
-            if plan is not None:
-                client.set_tag(run_id, "device.cuda_graph", str(plan.cuda_graph).lower())
-                client.set_tag(run_id, "device.steps_per_batch", str(plan.steps_per_batch))
+            client.set_tag(run_id, "device.cuda_graph", str(self.steps.cuda_graph).lower())
+            client.set_tag(run_id, "device.steps_per_batch", str(self.steps.steps_per_batch))
 
 
 class SystemMetrics(L.Callback):

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from digitpipe.atomic import file_digest
+from digitpipe.environment import DVC_EXP_NAME
 from digitpipe.paths import workspace_root
 from digitpipe.tracking.owner import Owner
 
@@ -31,7 +32,7 @@ def run_name(cfg: DictConfig) -> str:
     if cfg.trainer.precision != "auto":
         parts.append(str(cfg.trainer.precision))
     name = "-".join(parts)
-    experiment = os.environ.get("DVC_EXP_NAME")
+    experiment = os.environ.get(DVC_EXP_NAME)
     return f"{experiment}: {name}" if experiment else name
 
 
@@ -75,6 +76,6 @@ def git_state() -> dict[str, str]:
 def run_tags() -> dict[str, str]:
     """Git state, the DVC experiment, and the owning process (host, PID, start time)."""
     tags = {**git_state(), **Owner.current().tags()}
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get(DVC_EXP_NAME):
+        tags["dvc.exp_name"] = os.environ[DVC_EXP_NAME]
     return tags

@@ -1,7 +1,12 @@
-"""The deployable model into the run (an MLflow pyfunc: serving/pyfunc_model.py) and the registry."""
+"""The deployable model into the run (an MLflow pyfunc: serving/pyfunc_model.py) and the registry.
+
+Logged through the run's client, as mlflow.pyfunc.log_model logs one, but without the fluent API's
+process-wide tracking URI and active run: a LoggedModel of the run, its files, READY (or FAILED).
+"""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,18 +16,16 @@ import torch
 
 import digitpipe
 from digitpipe.errors import DivergedError
+from digitpipe.models.checkpoint import non_finite_tensors
 from digitpipe.serving import model_code
 from digitpipe.serving.images import png_bytes
 from digitpipe.serving.network import PixelClassifier
 from digitpipe.serving.pyfunc_model import IMAGE, NETWORK, SIGNATURE
-from digitpipe.tracking.logger import store_failures
-from digitpipe.tracking.registry import mark_candidate
+from digitpipe.tracking.registry import mark_candidate, register_version
 from digitpipe.tracking.run import TrackedRun
+from digitpipe.tracking.store import store_failures
 
-
-def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
-    """Names of floating-point tensors holding NaN or infinity."""
-    return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+MODEL_NAME = "model"  # the run's model, as the UI and models:/ URIs name it
 
 
 def export_network(model: PixelClassifier, example: np.ndarray, path: Path) -> None:
@@ -32,35 +35,54 @@ def export_network(model: PixelClassifier, example: np.ndarray, path: Path) -> N
     torch.export.save(program, str(path))
 
 
-def log_model(
-    run: TrackedRun, model: PixelClassifier, example: np.ndarray, registered_name: str | None
-) -> str:
-    """Log the model into the run as "model" and register it if named. A model with non-finite
-    weights is never logged."""
+def save_pyfunc(path: Path, network: Path, example: np.ndarray, mlflow_model) -> None:
+    """The MLflow model's files: the exported network, this package as its code, the signature."""
     import mlflow
     import mlflow.pyfunc
     import mlflow.pytorch
     import PIL
 
+    mlflow.pyfunc.save_model(
+        str(path), python_model=model_code.__file__, artifacts={NETWORK: str(network)},
+        code_paths=[str(Path(digitpipe.__file__).parent)], signature=SIGNATURE, mlflow_model=mlflow_model,
+        input_example=pd.DataFrame({IMAGE: [png_bytes(example[0])]}),
+        # pinned, not inferred: inferring imports the model in a subprocess, ~15 s per training
+        pip_requirements=[*mlflow.pytorch.get_default_pip_requirements(),
+                          f"mlflow=={mlflow.__version__}", f"pillow=={PIL.__version__}"],
+    )  # fmt: skip
+    for cache in path.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def log_model(
+    run: TrackedRun, model: PixelClassifier, example: np.ndarray, registered_name: str | None
+) -> str:
+    """Log the model into the run and register it if named; return its models:/ URI. A model with
+    non-finite weights is never logged."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+
     if bad := non_finite_tensors(model.state_dict()):
         raise DivergedError(f"refusing to log a model with non-finite weights ({', '.join(bad[:3])})")
-    mlflow.set_tracking_uri(run.store.uri)
+    client = run.client
     with tempfile.TemporaryDirectory() as tmp, store_failures(run.store.uri, "logging the model"):
-        network = Path(tmp) / "network.pt2"
-        export_network(model, example, network)
-        mlflow.start_run(run_id=run.run_id)
+        export_network(model, example, Path(tmp) / "network.pt2")
+        params = client.get_run(run.run_id).data.params  # a LoggedModel carries its run's params
+        logged = client.create_logged_model(
+            run.store.experiment_id, name=MODEL_NAME, source_run_id=run.run_id, params=params
+        )
         try:
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=model_code.__file__, artifacts={NETWORK: str(network)},
-                code_paths=[str(Path(digitpipe.__file__).parent)], signature=SIGNATURE,
-                input_example=pd.DataFrame({IMAGE: [png_bytes(example[0])]}),
-                registered_model_name=registered_name or None,
-                # pinned, not inferred: inferring imports the model in a subprocess, ~15 s per training
-                pip_requirements=[*mlflow.pytorch.get_default_pip_requirements(),
-                                  f"mlflow=={mlflow.__version__}", f"pillow=={PIL.__version__}"],
-            )  # fmt: skip
-        finally:
-            mlflow.end_run(status="RUNNING")  # the fluent API would end it FINISHED: TrackedRun decides
+            client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+            files = Path(tmp) / MODEL_NAME
+            described = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                              run_id=run.run_id, model_id=logged.model_id)  # fmt: skip
+            save_pyfunc(files, Path(tmp) / "network.pt2", example, described)
+            client.log_model_artifacts(logged.model_id, str(files))
+        except BaseException:
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         if registered_name:
-            mark_candidate(run.store.client, registered_name, run.run_id)
-    return info.model_uri
+            register_version(client, registered_name, logged, run.run_id)
+            mark_candidate(client, registered_name, run.run_id)
+    return f"models:/{logged.model_id}"

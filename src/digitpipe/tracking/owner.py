@@ -1,16 +1,15 @@
-"""Which process owns a RUNNING run, whether it is still alive, and closing the runs of dead ones."""
+"""Which process owns a RUNNING run, and whether it is still alive (tracking/run.py closes the runs
+of dead ones)."""
 
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psutil
 
 HOST, PID, STARTED = "process.host", "process.pid", "process.started"
-END_REASON = "end_reason"
 STARTED_TOLERANCE_S = 1.0  # create times are stored with 0.01 s resolution
 
 
@@ -51,24 +50,3 @@ class Owner:
 
     def __str__(self) -> str:
         return f"process {self.pid} on {self.host}"
-
-
-def close_dead_runs(client, experiment_ids: list[str] | None = None) -> list[str]:
-    """Mark KILLED every RUNNING run whose owning process on this host is gone; return their ids.
-
-    Runs of live processes, of other hosts and without owner tags are never touched.
-    """
-    if experiment_ids is None:
-        experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    if not experiment_ids:
-        return []
-    closed = []
-    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=1000):
-        owner = Owner.from_tags(run.data.tags)
-        if owner is None or owner.is_alive() is not False:
-            continue
-        when = time.strftime("%Y-%m-%d %H:%M:%S")
-        client.set_tag(run.info.run_id, END_REASON, f"{owner} ended without closing the run (found {when})")
-        client.set_terminated(run.info.run_id, "KILLED")
-        closed.append(run.info.run_id)
-    return closed

@@ -3,6 +3,7 @@ accuracy beats the current champion's. Every registered version is a candidate u
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from digitpipe.metric_names import TEST_ACC
@@ -62,3 +63,26 @@ def mark_candidate(client: MlflowClient, model_name: str, run_id: str) -> None:
     """Every version starts as a candidate; evaluate decides whether it becomes the champion."""
     if (version := run_version(client, model_name, run_id)) is not None:
         client.set_model_version_tag(model_name, version.version, STATUS_TAG, "candidate")
+
+
+def register_version(client: MlflowClient, model_name: str, logged, run_id: str):
+    """A new version of `model_name` from the run's LoggedModel `logged` (the registered model
+    created if this is its first), linked both ways as MLflow's own registration links them.
+
+    The source is the model's artifact location, not its models:/ URI: MLflow's database registry
+    looks a models:/ URI up through the process-wide tracking URI, not the client's (its TODO).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise  # (created meanwhile by a concurrent training is fine)
+    version = client.create_model_version(
+        model_name, source=logged.artifact_location, run_id=run_id, model_id=logged.model_id
+    )
+    link = [{"name": version.name, "version": version.version}]
+    client.set_logged_model_tags(logged.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(link)})
+    return version

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +15,11 @@ from typing import Any
 
 from filelock import FileLock
 
-from digitpipe.errors import ConfigError
+from digitpipe.environment import MLFLOW_HTTP, MLFLOW_TRACKING_URI
+from digitpipe.errors import ConfigError, TrackingError
 from digitpipe.paths import project_root
 
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
-# MLflow's client retries a failed HTTP request 7 times with exponential backoff and a 120 s timeout:
-# minutes of silence when a tracking server dies. mlflow.http in conf/ bounds it.
-HTTP_ENV = {
-    "timeout_s": "MLFLOW_HTTP_REQUEST_TIMEOUT",
-    "max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-    "backoff_factor": "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-}
+TRACKING_ENV = MLFLOW_TRACKING_URI
 
 
 def tracking_uri(configured: str | None, env: Mapping[str, str] = os.environ) -> str:
@@ -44,9 +40,24 @@ def artifact_location(uri: str) -> str | None:
 
 
 def limit_http_retries(http: Mapping[str, Any]) -> None:
-    """Bound MLflow's HTTP retries (read by MLflow at request time; inherited by DDP ranks)."""
-    for key, variable in HTTP_ENV.items():
+    """Bound MLflow's HTTP retries, which by default (7 retries, exponential backoff, 120 s timeouts)
+    make a dead tracking server minutes of silence. MLflow's client reads these variables at request
+    time, and only there (a training puts them back when it ends: environment.restored)."""
+    for key, variable in MLFLOW_HTTP.items():
         os.environ[variable] = str(http[key])
+
+
+@contextlib.contextmanager
+def store_failures(uri: str, doing: str, note: str = "") -> Iterator[None]:
+    """Turn a failing MLflow store (after MLflow's bounded retries) into one line saying what failed."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, requests.RequestException, OSError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise TrackingError(f"MLflow store {uri} failed while {doing} ({reason}){note}") from err
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -100,7 +111,7 @@ class Store:
     uri: str
     experiment_id: str
 
-    @property
+    @functools.cached_property
     def client(self):
         from mlflow import MlflowClient
 

@@ -11,13 +11,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from digitpipe.environment import SWEEP_PARENT_RUN
 from digitpipe.errors import UserError
 from digitpipe.tracking.metadata import run_tags
-from digitpipe.tracking.owner import close_dead_runs
-from digitpipe.tracking.run import TrackedRun
+from digitpipe.tracking.run import TrackedRun, close_dead_runs
 from digitpipe.tracking.store import open_store
-
-PARENT_ENV = "DIGITPIPE_MLFLOW_PARENT_RUN_ID"  # read by the jobs, inherited by their DDP ranks
 
 
 class SweepParentRun(Callback):
@@ -36,7 +34,7 @@ class SweepParentRun(Callback):
         close_dead_runs(store.client)
         sweep = " ".join(config.hydra.overrides.task)
         self.run = TrackedRun.create(store, f"sweep: {sweep}"[:250], {**run_tags(), "sweep": sweep})
-        os.environ[PARENT_ENV] = self.run.run_id
+        os.environ[SWEEP_PARENT_RUN] = self.run.run_id
         atexit.register(self._stopped)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -47,17 +45,17 @@ class SweepParentRun(Callback):
         if self.run is None:
             return
         if self.failed:
-            self.run.end("FAILED", f"jobs failed: {'; '.join(self.failed)}")
+            self.run.fail(f"jobs failed: {'; '.join(self.failed)}")
         else:
             self.run.finish()
-        os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(SWEEP_PARENT_RUN, None)
 
     def _stopped(self) -> None:
         if self.run is not None and not self.run.ended:
-            self.run.end("KILLED", "the sweep stopped before its last job")
+            self.run.kill("the sweep stopped before its last job")
 
 
 def parent_tags() -> dict[str, str]:
     """The tag that makes a job's run a child of the sweep's parent run, inside a sweep."""
-    parent = os.environ.get(PARENT_ENV)
+    parent = os.environ.get(SWEEP_PARENT_RUN)
     return {"mlflow.parentRunId": parent} if parent else {}

@@ -1,13 +1,10 @@
-"""Callbacks that stop a fit: a loss that is no longer finite, and SIGINT/SIGTERM."""
+"""A callback that stops a fit whose loss is no longer finite (signals: lightning_compat.StopOnSignal)."""
 
 from __future__ import annotations
-
-import threading
 
 import lightning as L
 import torch
 
-from digitpipe import interrupts
 from digitpipe.errors import DivergedError
 
 
@@ -44,22 +41,3 @@ class DivergenceGuard(L.Callback):
             f"(epoch {trainer.current_epoch + 1}, learning rate {lr:g}); lower optimizer.lr or change "
             "the optimizer. No checkpoint of it is kept and the run is marked FAILED"
         )
-
-
-class StopOnSignal(L.Callback):
-    """Puts this project's SIGINT/SIGTERM handling back after Lightning installs its own (which exits
-    with status 0 after SIGTERM and, under DDP, broadcasts from inside the handler: ranks in different
-    collectives then wait for each other forever). The ranks learn of it from RankWatch."""
-
-    def _install(self, trainer: L.Trainer) -> None:
-        if threading.current_thread() is threading.main_thread():
-            interrupts.install()
-
-    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install(trainer)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install(trainer)
-
-    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install(trainer)

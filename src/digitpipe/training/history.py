@@ -64,6 +64,10 @@ class EpochHistoryLogger(Logger):
         self.rows[epoch] = self.rows.get(epoch, {}) | epoch_row(epoch, metrics)
         self._write()
 
+    def last(self) -> dict[str, float]:
+        """The last epoch's row, without its epoch number ({} before the first epoch ends)."""
+        return {k: v for k, v in self.rows[max(self.rows)].items() if k != "epoch"} if self.rows else {}
+
     @rank_zero_only
     def restore(self, rows: Iterable[Mapping[str, float]]) -> None:
         self.rows = {int(row["epoch"]): dict(row) for row in rows}

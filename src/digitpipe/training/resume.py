@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +11,25 @@ from typing import Any
 from omegaconf import DictConfig
 
 import digitpipe
+from digitpipe.environment import RESUME_CHECKPOINT
 from digitpipe.errors import ConfigError
 from digitpipe.tracking.metadata import flatten_config
-from digitpipe.training.checkpoints import RunDir, interrupted_runs, read_run_state
+from digitpipe.training.run_dir import RunDir, interrupted_runs, read_run_state
 
-# Settings that do not change what is trained; a resume may differ in them.
-NOT_RESULT = ("resume", "mlflow.", "paths.", "data.download.", "callbacks.progress_bar.", "test_after_fit")
-PLAN_ENV = "DIGITPIPE_RESUME_CHECKPOINT"  # the launcher's decision, for the DDP ranks it starts
+# The settings that change what a training makes, as config keys (a key and everything under it).
+# The train stage declares these as its `params:` in dvc.yaml (DVC's templating cannot read a list
+# from here; tests/unit/test_resume_plan.py holds the two equal), and a resume must match them.
+# The rest may differ between a training and its resume: where runs are logged (mlflow), paths,
+# mirrors, test_after_fit and resume itself.
+RESULT_KEYS = (
+    "seed", "model", "optimizer", "scheduler", "trainer", "train_step", "distributed", "callbacks",
+    "data.batch_size", "data.eval_batch_size", "data.normalize", "data.name", "data.image_size",
+    "data.num_classes", "data.val_size", "data.split_seed", "data.files",
+)  # fmt: skip
+
+
+def is_result_key(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in RESULT_KEYS)
 
 
 def code_digest() -> str:
@@ -32,7 +43,7 @@ def code_digest() -> str:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """What makes two trainings the same: every setting that changes the result, and the code."""
-    config = {k: v for k, v in flatten_config(cfg).items() if not k.startswith(NOT_RESULT)}
+    config = {k: v for k, v in flatten_config(cfg).items() if is_result_key(k)}
     return {"config": config, "code": code_digest()}
 
 
@@ -62,17 +73,14 @@ class Plan:
 
 def externally_launched() -> bool:
     """Started by torchrun or SLURM with the other ranks: no rank can tell the others its choice."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and PLAN_ENV not in os.environ
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and RESUME_CHECKPOINT not in os.environ
 
 
 def plan_start(mode: Any, root: Path, current: dict[str, Any], is_launcher: bool) -> Plan:
-    """Decide on the launching process; DDP ranks it starts read the decision from the environment."""
-    if mode not in (True, False, "auto") and not isinstance(mode, str):
-        raise ConfigError(
-            f"resume={mode!r} is invalid: use auto, true, false or the id of an interrupted run"
-        )
-    if PLAN_ENV in os.environ and not is_launcher:
-        checkpoint = os.environ[PLAN_ENV]
+    """Decide on the launching process; the DDP ranks it starts read its decision from the
+    environment (distributed/launch.py)."""
+    if RESUME_CHECKPOINT in os.environ and not is_launcher:
+        checkpoint = os.environ[RESUME_CHECKPOINT]
         return Plan(RunDir(Path(checkpoint).parent) if checkpoint else None)
     if mode is False:
         return Plan()
@@ -121,8 +129,3 @@ def _automatic(candidates: list[RunDir], current: dict[str, Any]) -> Plan:
             f"starting a new run (resume={run_dir.run_id} with its settings continues it)"
         )
     return Plan(None, notices)
-
-
-def announce(plan: Plan) -> None:
-    for notice in plan.notices:
-        print(f"note: {notice}", file=sys.stderr, flush=True)

@@ -1,118 +1,86 @@
-"""The train stage: config in; a trained model, its MLflow run and its metrics out.
+"""The train stage: train(cfg) -> TrainResult. Check, build, fit, (test), record, return.
 
-build -> fit -> record. While it trains, a run's checkpoints and history live in
-paths.checkpoints/<run id>/; only a training that finished replaces the stage's outputs (the model
-directory, history, metrics and run id), as one set. An interrupted one can be resumed (`resume`).
+While it trains, a run's checkpoints and history live in paths.checkpoints/<run id>/; only a
+training that finished replaces the stage's outputs, as one set (record.py). An interrupted one is
+continued by the same command, in the same MLflow run (attempt.py, resume.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import warnings
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 
-import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from digitpipe import interrupts
-from digitpipe.config import validate
-from digitpipe.diagnostics.callback import Diagnostics
-from digitpipe.errors import RankFailed
-from digitpipe.paths import resolve
-from digitpipe.tracking.run import TrackedRun, recorded
-from digitpipe.training.build import build_datamodule, build_model, build_trainer, step_plan
-from digitpipe.training.checkpoints import RunDir
-from digitpipe.training.distributed import prepare_launch, release_launch
-from digitpipe.training.publish import check_writable
-from digitpipe.training.rank_watch import RankWatch
-from digitpipe.training.record import (
-    FitResult,
-    TrainResult,
-    explained,
-    fail_run,
-    open_run,
-    record,
-    release,
-)
-from digitpipe.training.resume import PLAN_ENV, Plan, identity, plan_start
-from digitpipe.training.step_plan import StepPlan
+from digitpipe import environment, interrupts
+from digitpipe.cli import log_lightning_once
+from digitpipe.config import Settings, validate
 
-# Lightning's warning when an epoch has fewer loader batches than trainer.log_every_n_steps
+# Lightning's warning when an epoch has fewer of its batches than trainer.log_every_n_steps: false
+# with several steps per batch, whose losses are logged per step (steps/module.py)
 GROUPED_BATCHES_WARNING = r"The number of training batches \(\d+\) is smaller than the logging interval"
 
 
-def train(cfg: DictConfig) -> TrainResult:
-    validate(cfg)
-    steps = step_plan(cfg)  # its setting errors, too, come before any work
-    with interrupts.handled():
-        return _train(cfg, steps)
+def train(cfg: DictConfig):  # -> training.record.TrainResult
+    """Train the convnet `cfg` describes, in an MLflow run of its own (or an interrupted one's)."""
+    settings = validate(cfg)  # first: Lightning, imported below, takes seconds to import
+    import lightning as L
+
+    log_lightning_once()
+
+    from digitpipe.training.attempt import attempt
+    from digitpipe.training.build import build_datamodule, build_model, build_trainer
+    from digitpipe.training.record import FitResult, TrainResult, record
+
+    with environment.restored(), interrupts.handled(), attempt(cfg) as this:  # SIGINT/SIGTERM: raised
+        L.seed_everything(cfg.seed, workers=True)
+        trainer, best, history = build_trainer(cfg, settings, this.run, this.run_dir)
+        model = build_model(cfg, settings, trainer.world_size)
+        datamodule = build_datamodule(cfg, settings, trainer.world_size)
+        if trainer.is_global_zero and this.is_new:
+            print(model.summary())
+        started = time.perf_counter()
+        with supervised(trainer, this), quiet_if_grouped(settings):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=this.checkpoint, weights_only=True)
+            seconds = time.perf_counter() - started
+            metrics = {**history.last(), **epoch_metrics(trainer)}  # the history: a resume's epochs too
+            metrics |= {"best/val_acc": float(best.best_model_score), "fit_seconds": seconds}
+            if cfg.test_after_fit:  # every rank tests its shard; torchmetrics reduce across ranks
+                trainer.test(model, datamodule=datamodule, ckpt_path=best.best_model_path, weights_only=True)
+                metrics |= epoch_metrics(trainer)
+        if this.run is None:  # a DDP rank other than 0: rank 0 records
+            return TrainResult(None, best.best_model_path, metrics)
+        example = datamodule.splits["val"].images[:4].float().numpy()
+        fitted = FitResult(metrics, Path(best.best_model_path), example, diagnostics_records(trainer))
+        return record(cfg, this.run, this.run_dir, fitted)
 
 
-def _train(cfg: DictConfig, steps: StepPlan) -> TrainResult:
-    owner = rank_zero_only.rank == 0  # decides new run or resume, owns the MLflow run and the outputs
-    root = resolve(cfg.paths.checkpoints)
-    if owner:
-        paths = cfg.paths
-        check_writable([root, resolve(paths.model_dir), *{resolve(p).parent for p in
-                        (paths.history, paths.train_metrics, paths.run_info)}])  # fmt: skip
-    plan = plan_start(cfg.resume, root, identity(cfg), is_launcher=owner)
-    with contextlib.ExitStack() as held:
-        if owner and plan.run_dir:  # claimed first: two trainings may pick the same interrupted run
-            held.callback(release, plan.run_dir.claim())
-        run = open_run(cfg, plan) if owner else None
-        run_dir = plan.run_dir or RunDir(root / (run.run_id if run else "rank"))  # other ranks never write
-        if owner and not plan.run_dir:
-            held.callback(release, run_dir.claim())
-        with explained(run, run_dir), recorded(run):
-            fitted = fit(cfg, run, run_dir, plan, steps)
-            if not owner:
-                return TrainResult(None, str(fitted.best_checkpoint), fitted.metrics)
-            return record(cfg, run, run_dir, fitted)
+def supervised(trainer, this) -> contextlib.AbstractContextManager:
+    """Under DDP, the ranks watched and the launch undone afterwards (digitpipe.distributed)."""
+    if trainer.world_size == 1:
+        return contextlib.nullcontext()
+    from digitpipe.distributed.supervision import supervised
+
+    return supervised(trainer, this.run, this.checkpoint)
 
 
-def fit(cfg: DictConfig, run: TrackedRun | None, run_dir: RunDir, plan: Plan, steps: StepPlan) -> FitResult:
-    L.seed_everything(cfg.seed, workers=True)
-    trainer, best, history = build_trainer(cfg, run, run_dir)
-    model = build_model(cfg, trainer.world_size, steps)
-    datamodule = build_datamodule(cfg, trainer.world_size, steps)
-    if trainer.is_global_zero and not plan.run_dir:
-        print(model.summary())
-    launcher = prepare_launch()
-    os.environ[PLAN_ENV] = str(plan.checkpoint or "")  # what the DDP ranks this process starts resume
-    started = time.perf_counter()
-    watch = RankWatch(trainer, partial(fail_run, run) if run else None)
-    try:
-        try:
-            with warnings.catch_warnings():
-                if steps.steps_per_batch > 1:  # Lightning counts loader batches; the losses are logged
-                    warnings.filterwarnings("ignore", GROUPED_BATCHES_WARNING)  # by step (classifier.py)
-                trainer.fit(model, datamodule=datamodule, ckpt_path=plan.checkpoint, weights_only=True)
-        except Exception as err:  # under DDP: a collective fails when another rank has died
-            if reason := watch.explain(err):
-                raise RankFailed(reason) from err
-            raise
-        rows = [history.rows[e] for e in sorted(history.rows)]
-        metrics = {k: v for k, v in (rows[-1] if rows else {}).items() if k != "epoch"}  # a resume's too
-        metrics |= epoch_metrics(trainer)
-        metrics |= {
-            "best/val_acc": float(best.best_model_score),
-            "fit_seconds": time.perf_counter() - started,
-        }
-        if cfg.test_after_fit:  # every rank tests its shard; torchmetrics reduce across ranks
-            trainer.test(model, datamodule=datamodule, ckpt_path=best.best_model_path, weights_only=True)
-            metrics |= epoch_metrics(trainer)
-    finally:
-        watch.stop()
-    os.environ.pop(PLAN_ENV, None)
-    release_launch(launcher)
-    example = datamodule.splits["val"].images[:4].float().numpy()
-    diagnostics = next((c.records for c in trainer.callbacks if isinstance(c, Diagnostics)), None)
-    return FitResult(metrics, Path(best.best_model_path), rows, example, diagnostics)
+@contextlib.contextmanager
+def quiet_if_grouped(settings: Settings) -> Iterator[None]:
+    with warnings.catch_warnings():
+        if settings.steps.steps_per_batch > 1:
+            warnings.filterwarnings("ignore", GROUPED_BATCHES_WARNING)
+        yield
 
 
-def epoch_metrics(trainer: L.Trainer) -> dict[str, float]:
+def epoch_metrics(trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k and not k.endswith("_step")}
+
+
+def diagnostics_records(trainer) -> list[dict] | None:
+    """The Diagnostics callback's measurements, where diagnostics=on added it."""
+    from digitpipe.diagnostics.callback import Diagnostics
+
+    return next((c.records for c in trainer.callbacks if isinstance(c, Diagnostics)), None)

@@ -9,13 +9,36 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import lightning as L
 import torch.distributed as dist
 
 from digitpipe import interrupts
-from digitpipe.training.distributed import LAUNCHED_ENV
+from digitpipe.distributed.launch import prepare_launch, release_launch
+from digitpipe.environment import LAUNCHED_BY
+from digitpipe.errors import RankFailed
+from digitpipe.lightning_compat import take_child_processes
+from digitpipe.tracking.run import TrackedRun
+
+
+@contextlib.contextmanager
+def supervised(trainer: L.Trainer, run: TrackedRun | None, checkpoint: Path | None) -> Iterator[None]:
+    """Around the fit (and test) of a training in several processes: the ranks re-run only this job
+    and resume `checkpoint` too, they are watched, and a failure that a lost rank caused says so
+    (RankFailed); after it, the process group is freed for the next job of a sweep."""
+    launcher = prepare_launch(checkpoint)
+    watch = RankWatch(trainer, run)
+    try:
+        yield
+    except Exception as err:  # a collective fails when another rank has died
+        if reason := watch.explain(err):
+            raise RankFailed(reason) from err
+        raise
+    finally:
+        watch.stop()
+    release_launch(launcher)
 
 
 class RankWatch:
@@ -24,20 +47,20 @@ class RankWatch:
     Lightning's launcher looks at the ranks it started every 5 s and then SIGKILLs every process,
     its own included, so the run could never be marked; a rank whose peer is gone may instead wait
     in a collective (or the rendezvous) for gloo's 30-minute timeout. Here the launching process
-    (global rank 0) checks its ranks every `period_s` from the moment they exist. If one died, its
-    main thread, whose next collective fails, reports `failure()` in one line; if that thread is stuck
-    (e.g. in the rendezvous), this one marks the run FAILED (`on_failure`) and exits. If this process
-    got a SIGTERM, it passes it on, even while its main thread is stuck in native code. A rank it
-    started exits when it is gone.
+    (global rank 0) takes its ranks over from Lightning's launcher as soon as they exist and checks
+    them every `period_s`. If one died, its main thread, whose next collective fails, reports
+    `failure()` in one line; if that thread is stuck (e.g. in the rendezvous), this one marks the run
+    FAILED and exits. If this process got a SIGTERM, it passes it on, even while its
+    main thread is stuck in native code. A rank it started exits when it is gone.
     """
 
-    def __init__(self, trainer: L.Trainer, on_failure: Callable[[str], str] | None, period_s: float = 0.5):
-        self.trainer, self.launcher = trainer, trainer.strategy.launcher
-        self.on_failure, self.period_s = on_failure, period_s
+    def __init__(self, trainer: L.Trainer, run: TrackedRun | None, period_s: float = 0.5) -> None:
+        self.trainer, self.run, self.period_s = trainer, run, period_s
+        self.procs: list[subprocess.Popen] = []  # the ranks this process started, once taken over
         self.done, self.forwarded = threading.Event(), threading.Lock()
         self.stop_forwarding: Callable[[], None] = lambda: None
-        launched_by = os.environ.get(LAUNCHED_ENV)
-        if hasattr(self.launcher, "procs") and launched_by == str(os.getpid()):
+        launched_by = os.environ.get(LAUNCHED_BY)
+        if hasattr(trainer.strategy.launcher, "procs") and launched_by == str(os.getpid()):
             target, args = self._watch_ranks, ()
             self.stop_forwarding = interrupts.forward_to(self.forward)
         elif launched_by and launched_by != str(os.getpid()):
@@ -53,14 +76,18 @@ class RankWatch:
     def forward(self, signum: int) -> None:
         """Pass a SIGTERM on to the ranks, once (a terminal's Ctrl-C reaches each of them by itself)."""
         if signum == signal.SIGTERM and self.forwarded.acquire(blocking=False):
-            self._signal(list(getattr(self.launcher, "procs", None) or []))
+            self._signal(self._ranks())
+
+    def _ranks(self) -> list[subprocess.Popen]:
+        """The ranks this process started, taken over from Lightning's launcher once they exist."""
+        self.procs += [p for p in take_child_processes(self.trainer) if p not in self.procs]
+        return list(self.procs)
 
     def _watch_ranks(self) -> None:
         while not self.done.wait(self.period_s):
-            procs = list(self.launcher.procs)
+            procs = self._ranks()
             if not procs:
                 continue  # not launched yet
-            retire_lightning_observer()
             if interrupts.signalled(signal.SIGTERM):
                 self.forward(signal.SIGTERM)  # the main thread may be stuck in native code
             if all(proc.poll() == 0 for proc in procs):
@@ -72,7 +99,7 @@ class RankWatch:
 
     def failure(self, wait_s: float = 0.0) -> str | None:
         """Why a rank this process launched stopped, if one did (waiting up to `wait_s` to see it)."""
-        procs = list(getattr(self.launcher, "procs", None) or [])
+        procs = self._ranks()
         deadline = time.monotonic() + wait_s
         while procs:
             failed = [(rank, proc) for rank, proc in enumerate(procs, 1) if proc.poll()]
@@ -86,8 +113,9 @@ class RankWatch:
 
     def _fail(self, procs: list[subprocess.Popen]) -> None:
         message = self.failure() or "a DDP rank stopped"
-        if self.on_failure is not None:
-            message = self.on_failure(message)
+        if self.run is not None:
+            self.run.fail(message)
+            message += f"; run {self.run.run_id} marked FAILED"
         print(f"error: {message}", file=sys.stderr, flush=True)
         self._signal(procs)
         os._exit(1)
@@ -126,14 +154,6 @@ def lost_peer(err: BaseException) -> str | None:
     if isinstance(err, dist.DistError) or any(words in text for words in gone):
         return text.strip().splitlines()[0][-120:] if text.strip() else type(err).__name__
     return None
-
-
-def retire_lightning_observer() -> None:
-    """Stop Lightning's child-process observer, which RankWatch replaces: it would SIGKILL this
-    process (while it records the run) as soon as a rank it was asked to stop has exited."""
-    for thread in threading.enumerate():
-        if thread.name == "child-process-observer" and hasattr(thread, "_run"):
-            thread._run = lambda: True  # its loop ends at its next look, without a signal
 
 
 def exit_reason(code: int) -> str:

@@ -6,16 +6,14 @@ import os
 
 import torch
 
-# "1" or "0": what `auto` takes the CPU to have, instead of asking it (`pytest --cpu-bf16=0|1` sets
-# it, so the suite runs as it would on the other kind of CPU)
-CPU_BF16_ENV = "DIGITPIPE_CPU_BF16"
+from digitpipe.environment import CPU_BF16
 
 
 def cpu_has_bf16() -> bool:
     """True on CPUs with bf16 multiply-add units (AVX512-BF16 or AMX), where bf16 autocast runs at
     about twice the fp32 rate; elsewhere bf16 is emulated and several times slower than fp32."""
-    if os.environ.get(CPU_BF16_ENV) in ("0", "1"):
-        return os.environ[CPU_BF16_ENV] == "1"
+    if os.environ.get(CPU_BF16) in ("0", "1"):  # told, e.g. by the tests
+        return os.environ[CPU_BF16] == "1"
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPUID checks
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
@@ -24,8 +22,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     """The Lightning precision a training runs with: `precision` itself unless it is `auto`.
 
     On a GPU `auto` is fp32: a 93k-parameter network is bound by kernel launches there, not
-    arithmetic, and autocast adds cast kernels (H200, seed recipe: 16.5 s fit in fp32, 21.4 s in
-    bf16-mixed; README, "Speed").
+    arithmetic, and autocast only adds cast kernels (docs/speed.md).
     """
     if precision != "auto":
         return precision

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,8 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES = 60_000  # MNIST's training file, before the validation split
 
 
-def train_cli(overrides: list[str], out: Path, experiment: str = "benchmarks") -> dict[str, float]:
-    """Fit (and test the best checkpoint) into `out`: wall and fit seconds, epochs, steps, accuracies."""
+def train_cli(
+    overrides: list[str], out: Path, experiment: str = "benchmarks", root: Path = ROOT
+) -> dict[str, float]:
+    """Fit (and test the best checkpoint) into `out` with the checkout at `root` (its src/ first on
+    the path): wall and fit seconds, epochs, steps, accuracies."""
     paths = {k: out / f"{k}.out" for k in ("run_info", "train_metrics", "history")}
     args = [sys.executable, "src/train.py", *overrides, f"paths.model_dir={out / 'models'}",
             f"paths.checkpoints={out / 'checkpoints'}", *(f"paths.{k}={v}" for k, v in paths.items()),
@@ -23,7 +27,8 @@ def train_cli(overrides: list[str], out: Path, experiment: str = "benchmarks") -
             "mlflow.log_checkpoint=false", "mlflow.log_model=false", "test_after_fit=true",
             "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
     started = time.perf_counter()
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"python src/train.py {' '.join(overrides)} failed:\n{done.stderr[-3000:]}")

@@ -9,10 +9,13 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -91,12 +94,51 @@ def compose_config(overrides: list[str] | None = None, config_dir: Path = ROOT /
         return compose("config", overrides=overrides or [])
 
 
-def tiny_overrides(tiny_raw: dict[str, bytes], workdir: Path) -> list[str]:
-    """Overrides that point a composed config at tiny data and short training under `workdir`."""
-    overrides = [f"data.files.{k}.sha256={v['sha256']}" for k, v in files_config(tiny_raw).items()]
-    overrides += ["data.val_size=100", "data.batch_size=32", "data.eval_batch_size=100"]
-    overrides += ["trainer.max_epochs=2", "trainer.log_every_n_steps=5"]
-    return overrides
+# The one shrunk config every test trains with, on the generated files (Tiny): two short epochs
+TINY = {
+    "data.val_size": 100, "data.batch_size": 32, "data.eval_batch_size": 100,
+    "trainer.max_epochs": 2, "trainer.log_every_n_steps": 5,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """TINY on the generated raw files `raw`: as overrides (a composed config, a command line), or
+    written into a project copy's conf/ (conf/tiny.yaml, last in the defaults) for what DVC composes."""
+
+    raw: dict[str, bytes]
+
+    def settings(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        checksums = {f"data.files.{k}.sha256": v["sha256"] for k, v in files_config(self.raw).items()}
+        return {**checksums, **TINY, **(extra or {})}
+
+    def overrides(self, extra: dict[str, Any] | None = None) -> list[str]:
+        return [f"{key}={value}" for key, value in self.settings(extra).items()]
+
+    def shrink(self, project: Path, extra: dict[str, Any] | None = None) -> None:
+        """Write the settings (and `extra` ones) into `project`'s conf/, then compose params.yaml as
+        `dvc exp run` does."""
+        from dvc.utils.hydra import compose_and_dump
+
+        conf, nested = project / "conf", {}
+        for key, value in self.settings(extra).items():
+            *parents, leaf = key.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        (conf / "tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(nested))
+        config = (conf / "config.yaml").read_text()
+        last = next(line for line in config.splitlines() if line.startswith("  - experiment:"))
+        (conf / "config.yaml").write_text(config.replace(last, f"{last}\n  - tiny"))
+        compose_and_dump(str(project / "params.yaml"), str(conf), None, "config", str(project), [])
+        if (project / ".git").is_dir():
+            git(project, "add", "conf")  # a file git does not track is left out of DVC's experiments
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_raw: dict[str, bytes]) -> Tiny:
+    return Tiny(tiny_raw)
 
 
 def copy_project(dest: Path) -> Path:
@@ -115,17 +157,6 @@ def copy_project(dest: Path) -> Path:
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "project copy")
     return dest
-
-
-def project_with_raw_files(dest: Path, raw: dict[str, bytes]) -> tuple[Path, list[str]]:
-    """A project copy whose data/raw holds `raw` (as the download stage leaves it), and the overrides
-    that make its config expect those files."""
-    project = copy_project(dest)
-    raw_dir = project / "data" / "raw"
-    raw_dir.mkdir(parents=True)
-    for key, content in raw.items():
-        (raw_dir / FILE_NAMES[key]).write_bytes(content)
-    return project, [f"data.files.{k}.sha256={v['sha256']}" for k, v in files_config(raw).items()]
 
 
 def git(cwd: Path, *args: str) -> str:

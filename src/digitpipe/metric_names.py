@@ -2,6 +2,7 @@
 (one name per quantity for every optimizer and run, so runs compare)."""
 
 TRAIN, VAL, TEST = "train", "val", "test"
+SPLITS = (TRAIN, VAL, TEST)
 
 
 def metric(split: str, name: str) -> str:

@@ -9,9 +9,8 @@ import shutil
 import pytest
 import yaml
 from mlflow import MlflowClient
-from omegaconf import OmegaConf
 
-from ..conftest import ROOT, copy_project, files_config, git, run_cli
+from ..conftest import ROOT, copy_project, git, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +28,10 @@ TINY_STUDY = {
 }
 
 
-def tiny_study_project(tmp_path, tiny_raw):
-    """A project copy whose config expects the tiny raw files, with the study at its tiny size."""
-    from dvc.utils.hydra import compose_and_dump
-
+def tiny_study_project(tmp_path, tiny):
+    """A project copy on the tiny config, with the study at its tiny size."""
     project = copy_project(tmp_path / "project")
-    data_conf = project / "conf" / "data" / "mnist.yaml"
-    data = OmegaConf.load(data_conf)
-    data.files = files_config(tiny_raw)
-    data.val_size = 100
-    OmegaConf.save(data, data_conf)
-    compose_and_dump(str(project / "params.yaml"), str(project / "conf"), None, "config", str(project), [])
+    tiny.shrink(project)
     study = project / "pipelines" / "activation_study"
     study.mkdir(parents=True)
     for name in ("dvc.yaml", "cell.py", "aggregate.py"):
@@ -51,9 +43,9 @@ def tiny_study_project(tmp_path, tiny_raw):
 
 
 def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_parent_run(
-    tmp_path, tiny_raw, tiny_mirror
+    tmp_path, tiny, tiny_mirror
 ):
-    project, study = tiny_study_project(tmp_path, tiny_raw)
+    project, study = tiny_study_project(tmp_path, tiny)
     env = {"MNIST_MIRROR": str(tiny_mirror)}
     done = run_cli(["dvc", "repro", "pipelines/activation_study/dvc.yaml"], cwd=project, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,9 @@ SIZES = {"train": 501, "val": 101, "test": 101}  # odd: a padding sampler would 
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, tiny):
     project = copy_project(tmp_path_factory.mktemp("ddp") / "project")
+    tiny.shrink(project)
     processed = project / "data" / "processed"
     params = dataset_source(compose_config(config_dir=project / "conf")).params()  # what train will ask
     write_indexed_dataset(processed / "mnist.pt", processed / "stats.json", SIZES, params)
@@ -63,16 +66,28 @@ def runs_of(project: Path, experiment: str):
 
 @pytest.fixture(scope="module")
 def ddp_run(project, tmp_path_factory):
-    record = tmp_path_factory.mktemp("indices")
+    """One two-process training, and what it left, kept here: later tests train in the project too."""
+    record, kept = tmp_path_factory.mktemp("indices"), tmp_path_factory.mktemp("outputs")
     result = train_ddp(project, "ddp", record=record)
     seen = {p.stem: json.loads(p.read_text()) for p in record.glob("*.json")}
-    metrics = json.loads((project / "reports" / "train_metrics.json").read_text())
-    weights = torch.load(project / "models" / "last.ckpt", weights_only=True)["state_dict"]
-    return result, seen, metrics, weights
+    for output in ("models", "reports"):
+        shutil.copytree(project / output, kept / output)
+    metrics = json.loads((kept / "reports" / "train_metrics.json").read_text())
+    weights = torch.load(kept / "models" / "last.ckpt", weights_only=True)["state_dict"]
+    return DdpRun(result, seen, metrics, weights, kept)
+
+
+@dataclass(frozen=True)
+class DdpRun:
+    result: subprocess.CompletedProcess
+    seen: dict[str, list[int]]  # the indices each rank trained, validated and tested on, per epoch
+    metrics: dict[str, float]
+    weights: dict[str, torch.Tensor]
+    outputs: Path  # a copy of the project's models/ and reports/ as the training left them
 
 
 def test_each_rank_trains_a_disjoint_shard_of_every_epoch(ddp_run):
-    _, seen, _, _ = ddp_run
+    seen = ddp_run.seen
     orders = []
     for epoch in (0, 1):
         rank0, rank1 = seen[f"train_rank0_epoch{epoch}"], seen[f"train_rank1_epoch{epoch}"]
@@ -87,7 +102,7 @@ def test_each_rank_trains_a_disjoint_shard_of_every_epoch(ddp_run):
 
 @pytest.mark.parametrize("stage", ["val", "test"])
 def test_validation_and_test_shards_cover_every_sample_exactly_once(ddp_run, stage):
-    _, seen, _, _ = ddp_run
+    seen = ddp_run.seen
     epoch = 1 if stage == "val" else 2  # the test runs after the two training epochs
     rank0, rank1 = seen[f"{stage}_rank0_epoch{epoch}"], seen[f"{stage}_rank1_epoch{epoch}"]
     assert sorted(rank0 + rank1) == list(range(101))
@@ -95,7 +110,7 @@ def test_validation_and_test_shards_cover_every_sample_exactly_once(ddp_run, sta
 
 def test_two_process_test_accuracy_equals_a_single_process_evaluation(ddp_run, project):
     (run,) = runs_of(project, "ddp")
-    model = load_classifier(project / "models" / "best.ckpt")
+    model = load_classifier(ddp_run.outputs / "models" / "best.ckpt")
     data = torch.load(project / "data" / "processed" / "mnist.pt", weights_only=True)
     logits = predict_logits(model, scale_images(data["test_images"]), 50)
     single = evaluate_logits(logits, data["test_labels"].long(), 10).scalars
@@ -105,20 +120,20 @@ def test_two_process_test_accuracy_equals_a_single_process_evaluation(ddp_run, p
 
 
 def test_one_mlflow_run_and_outputs_written_once_by_rank_zero(ddp_run, project):
-    result, _, metrics, _ = ddp_run
+    result, metrics = ddp_run.result, ddp_run.metrics
     (run,) = runs_of(project, "ddp")
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.devices"] == "2"
     assert len(run.data.params) > 30  # the whole config, once
-    history = (project / "reports" / "history.csv").read_text().splitlines()
+    history = (ddp_run.outputs / "reports" / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history] == ["epoch", "1", "2"]
     assert result.stdout.count("run ") == 1  # only rank 0 reports a run
-    assert sorted(p.name for p in (project / "models").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (ddp_run.outputs / "models").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert "val/acc" in metrics and "test/acc" not in metrics
 
 
 def test_the_same_seed_gives_the_same_ddp_result_twice(ddp_run, project):
-    _, _, metrics, weights = ddp_run
+    metrics, weights = ddp_run.metrics, ddp_run.weights
     train_ddp(project, "ddp-again")
     again = json.loads((project / "reports" / "train_metrics.json").read_text())
     drop = {"fit_seconds"}
@@ -163,22 +178,29 @@ def torchrun(project: Path, experiment: str, node_rank: int, nnodes: int, nproc:
     )
 
 
-def test_under_torchrun_lightning_uses_the_launched_processes(project):
+@pytest.fixture(scope="module")
+def torchrun_run(project):
+    """One torchrun launch of two processes on this node; its output and its run."""
     process = torchrun(project, "torchrun", node_rank=0, nnodes=1, nproc=2, port=free_port())
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-3000:]
-    assert "MEMBER: 2/2" in out + err
     (run,) = runs_of(project, "torchrun")
+    return out + err, run
+
+
+def test_under_torchrun_lightning_uses_the_launched_processes(torchrun_run):
+    output, run = torchrun_run
+    assert "MEMBER: 2/2" in output
     assert run.info.status == "FINISHED"
 
 
-def test_two_nodes_on_localhost_train_as_one_world_of_two(project):
+def test_two_nodes_on_localhost_train_as_one_world_of_two(project, torchrun_run):
     port = free_port()
     nodes = [torchrun(project, "two-nodes", node_rank=r, nnodes=2, nproc=1, port=port) for r in (1, 0)]
     outputs = [node.communicate(timeout=300) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     (run,) = runs_of(project, "two-nodes")
-    (single_node,) = runs_of(project, "torchrun")  # same seed, 2 processes on one node
+    _, single_node = torchrun_run  # same seed, 2 processes on one node
     assert run.data.metrics["val/acc"] == single_node.data.metrics["val/acc"]
 
 

@@ -18,42 +18,10 @@ from PIL import Image
 
 from digitpipe.config.precision import resolve_precision
 
-from ..conftest import ROOT, copy_project, files_config, free_port, run_cli, tiny_overrides, write_mirror
+from ..conftest import ROOT, copy_project, free_port, run_cli, write_mirror
 from .test_mlflow_server import start, stop
 
 pytestmark = pytest.mark.slow
-
-
-def shrink_conf(project: Path, tiny_raw: dict[str, bytes], sample_system_s: float | None = None) -> None:
-    """Point conf/ at the tiny data, then let DVC compose params.yaml from it, as `dvc exp run` does."""
-    if sample_system_s is not None:
-        config = project / "conf" / "mlflow" / "default.yaml"
-        key = "system_metrics_interval_s"
-        assert f"{key}: null" in config.read_text()
-        config.write_text(config.read_text().replace(f"{key}: null", f"{key}: {sample_system_s}"))
-    data = project / "conf" / "data" / "mnist.yaml"
-    text = (
-        data.read_text()
-        .replace("val_size: 5000", "val_size: 100")
-        .replace("batch_size: 64", "batch_size: 32")
-    )
-    for spec in files_config(tiny_raw).values():
-        start = text.index(spec["name"])
-        old = text[text.index("sha256: ", start) + 8 :].split("\n", 1)[0]
-        text = text.replace(old, spec["sha256"])
-    data.write_text(text)
-    trainer = project / "conf" / "trainer" / "cpu.yaml"
-    trainer.write_text(trainer.read_text().replace("max_epochs: 5", "max_epochs: 2").replace(
-        "log_every_n_steps: 50", "log_every_n_steps: 5"))  # fmt: skip
-    compose_params(project)
-
-
-def compose_params(project: Path) -> None:
-    """params.yaml from conf/, as `dvc exp run` writes it (and as the stages check it)."""
-    result = run_cli(["python", "-c", "from dvc.utils.hydra import compose_and_dump; import os; "
-                      "compose_and_dump('params.yaml', os.path.abspath('conf'), None, 'config', '', [])"],
-                     cwd=project)  # fmt: skip
-    assert result.returncode == 0, result.stderr
 
 
 def repro_run_id(project: Path) -> str:
@@ -68,13 +36,13 @@ def mlflow_runs(project: Path):
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory, tiny_raw):
+def repro(tmp_path_factory, tiny):
     """A project copy on which `dvc repro` ran once with MNIST_MIRROR at a tiny generated mirror."""
 
     base = tmp_path_factory.mktemp("dvc")
     project = copy_project(base / "project")
-    shrink_conf(project, tiny_raw, sample_system_s=0.1)  # the UI test shows them (a fit takes ~1 s)
-    mirror = write_mirror(base / "mirror", tiny_raw)
+    tiny.shrink(project, {"mlflow.system_metrics_interval_s": 0.1})  # the UI test shows them
+    mirror = write_mirror(base / "mirror", tiny.raw)
     env = {"MNIST_MIRROR": str(mirror)}
     result = run_cli(["dvc", "repro"], cwd=project, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -327,9 +295,9 @@ def test_exp_run_can_switch_to_ddp_on_two_cpu_processes(repro):
     assert "test/acc" in ddp_runs[0].data.metrics
 
 
-def test_a_hydra_sweep_makes_one_run_per_job(repro, tiny_raw, tmp_path):
+def test_a_hydra_sweep_makes_one_run_per_job(repro, tmp_path):
     project, env = repro
-    overrides = tiny_overrides(tiny_raw, project) + ["mlflow.experiment_name=sweep", "trainer.max_epochs=1"]
+    overrides = ["mlflow.experiment_name=sweep", "trainer.max_epochs=1"]
     # the sweep's training outputs go elsewhere: the module's workspace stays as `dvc repro` left it
     outputs = {"model_dir": "models", "checkpoints": "checkpoints", "run_info": "mlflow_run.json",
                "train_metrics": "train_metrics.json", "history": "history.csv"}  # fmt: skip
@@ -443,17 +411,14 @@ def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
     ).stat().st_size > 10_000
 
 
-def test_dvc_repro_after_an_interrupted_train_stage_resumes_it_in_the_same_run(tmp_path, tiny_raw):
+def test_dvc_repro_after_an_interrupted_train_stage_resumes_it_in_the_same_run(tmp_path, tiny):
     project = copy_project(tmp_path / "project")
-    shrink_conf(project, tiny_raw)
     # a SIGTERM in the second epoch of the train stage, once: a callback in conf/, composed into params.yaml
-    config = project / "conf" / "callbacks" / "default.yaml"
     kill = {"_target_": "tests.support.SignalOnce", "signal": "SIGTERM", "epoch": 1, "batch": 2,
             "marker": str(tmp_path / "signalled")}  # fmt: skip
-    config.write_text(config.read_text() + f"kill: {json.dumps(kill)}\n")  # JSON is YAML
-    compose_params(project)
+    tiny.shrink(project, {f"callbacks.kill.{key}": value for key, value in kill.items()})
     assert yaml.safe_load((project / "params.yaml").read_text())["callbacks"]["kill"]["epoch"] == 1
-    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw)), "PYTHONPATH": str(ROOT)}
+    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny.raw)), "PYTHONPATH": str(ROOT)}
 
     stopped = run_cli(["dvc", "repro"], cwd=project, env=env)
     assert stopped.returncode != 0
@@ -472,12 +437,12 @@ def test_dvc_repro_after_an_interrupted_train_stage_resumes_it_in_the_same_run(t
     assert "Data and pipelines are up to date." in status.stdout, status.stdout
 
 
-def test_dvc_repro_on_a_params_yaml_that_conf_no_longer_composes_to_stops_in_one_line(tmp_path, tiny_raw):
+def test_dvc_repro_on_a_params_yaml_that_conf_no_longer_composes_to_stops_in_one_line(tmp_path, tiny):
     project = copy_project(tmp_path / "project")
-    shrink_conf(project, tiny_raw)
+    tiny.shrink(project)
     model = project / "conf" / "model" / "convnet.yaml"
     model.write_text(model.read_text().replace("activation: relu", "activation: sigmoid"))
-    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw))}
+    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny.raw))}
     result = run_cli(["dvc", "repro"], cwd=project, env=env)
     assert result.returncode != 0
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -3,14 +3,15 @@ real stages in its own workspace, in parallel, and lands in the project's MLflow
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import time
 
 import pytest
 from mlflow import MlflowClient
 
-from ..conftest import copy_project, git, run_cli, write_mirror
-from .test_dvc_pipeline import shrink_conf
+from ..conftest import copy_project, git, run_cli, user_env, write_mirror
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +27,27 @@ def wait_for_queue(project, env, timeout_s: float = 600) -> str:
     raise TimeoutError(f"the queue did not empty in {timeout_s} s:\n{status}")
 
 
-def test_queued_experiments_run_two_at_a_time_and_each_lands_in_mlflow(tmp_path, tiny_raw):
+def test_queued_experiments_run_two_at_a_time_and_each_lands_in_mlflow(tmp_path, tiny):
     project = copy_project(tmp_path / "project")
-    shrink_conf(project, tiny_raw)
-    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw))}  # the workers inherit it
+    tiny.shrink(project)
+    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny.raw))}  # the workers inherit it
     git(project, "add", "-A")
     git(project, "commit", "-qm", "tiny data")  # each queued experiment runs every stage from this commit
 
     queued = run_cli(["dvc", "exp", "run", "--queue", "-S", "model.activation=relu,sigmoid",
                       "-S", "trainer.max_epochs=1"], cwd=project, env=env)  # fmt: skip
     assert queued.returncode == 0 and queued.stdout.count("Queued experiment") == 2, queued.stderr
-    started = run_cli(["dvc", "queue", "start", "-j", "2"], cwd=project, env=env)
-    assert started.returncode == 0, started.stderr
-    status = wait_for_queue(project, env)
+    # `dvc queue start` leaves its workers running in the background with its output: a file, not a
+    # pipe a test would wait on until the last worker exits (a celery worker may linger after its task)
+    with (tmp_path / "queue-start.log").open("w") as log:
+        started = subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=project, env=user_env(env),
+                                 stdout=log, stderr=subprocess.STDOUT, timeout=120)  # fmt: skip
+    assert started.returncode == 0, (tmp_path / "queue-start.log").read_text()
+    try:
+        status = wait_for_queue(project, env)
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a lingering worker must not outlive the test
+            run_cli(["dvc", "queue", "stop", "--kill"], cwd=project, env=env, timeout=60)
     assert status.count("Success") == 2, status
 
     shown = json.loads(run_cli(["dvc", "exp", "show", "--json"], cwd=project, env=env).stdout)

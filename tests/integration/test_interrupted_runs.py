@@ -16,7 +16,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from ..conftest import ROOT, copy_project, run_cli, tiny_overrides, user_env, write_mirror
+from ..conftest import ROOT, Tiny, copy_project, run_cli, user_env, write_mirror
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ class Workspace:
         args = [
             "python",
             "src/train.py",
-            *tiny_overrides(self.raw, self.project),
+            *Tiny(self.raw).overrides(),
             f"trainer.max_epochs={EPOCHS}",
         ]
         args += ["callbacks.progress_bar.refresh_rate=0", "mlflow.log_model=false", *extra]
@@ -60,7 +60,7 @@ class Workspace:
         return run_cli(self.command(*extra, **kwargs), cwd=self.project, env=self.env())
 
     def evaluate(self) -> subprocess.CompletedProcess:
-        args = ["python", "src/evaluate.py", *tiny_overrides(self.raw, self.project)]
+        args = ["python", "src/evaluate.py", *Tiny(self.raw).overrides()]
         return run_cli(args, cwd=self.project, env=self.env())
 
     def md5s(self) -> dict[str, str]:

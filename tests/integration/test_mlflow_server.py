@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from digitpipe.serving.images import png_bytes
 from digitpipe.tracking.registry import promote_if_better
 
-from ..conftest import ROOT, copy_project, free_port, run_cli, tiny_overrides, user_env, write_mirror
+from ..conftest import ROOT, copy_project, free_port, run_cli, user_env, write_mirror
 
 pytestmark = pytest.mark.slow
 
@@ -67,14 +67,14 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def remote_run(server, tmp_path_factory, tiny_raw):
+def remote_run(server, tmp_path_factory, tiny):
     base = tmp_path_factory.mktemp("remote")
     project = copy_project(base / "project")
-    mirror = write_mirror(base / "mirror", tiny_raw)
+    mirror = write_mirror(base / "mirror", tiny.raw)
     args = [
         "python",
         "src/train.py",
-        *tiny_overrides(tiny_raw, project),
+        *tiny.overrides(),
         "callbacks.progress_bar.refresh_rate=0",
     ]
     result = run_cli(args, cwd=project, env={"MNIST_MIRROR": str(mirror), "MLFLOW_TRACKING_URI": server})
@@ -155,10 +155,10 @@ def test_the_registered_model_is_served_by_mlflow_models_serve(server, remote_ru
     assert refused[0] == 400 and "row 0's image is not a readable image" in refused[1]["message"]
 
 
-def test_an_unreachable_tracking_server_fails_fast_in_one_line(tmp_path, tiny_raw):
+def test_an_unreachable_tracking_server_fails_fast_in_one_line(tmp_path, tiny):
     project = copy_project(tmp_path / "project")
     started = time.monotonic()
-    result = run_cli(["python", "src/train.py", *tiny_overrides(tiny_raw, project)], cwd=project,
+    result = run_cli(["python", "src/train.py", *tiny.overrides()], cwd=project,
                      env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})  # fmt: skip
     assert time.monotonic() - started < 60
     assert result.returncode == 2
@@ -188,16 +188,16 @@ def start_server(root: Path, port: int) -> subprocess.Popen:
 
 
 def test_a_server_that_dies_mid_training_costs_seconds_and_the_run_goes_on_when_it_is_back(
-    tmp_path, tiny_raw
+    tmp_path, tiny
 ):
     root, port = tmp_path / "server", free_port()
     root.mkdir()
     url = f"http://127.0.0.1:{port}"
     project = copy_project(tmp_path / "project")
-    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny_raw)), "MLFLOW_TRACKING_URI": url,
+    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny.raw)), "MLFLOW_TRACKING_URI": url,
            "PYTHONPATH": str(ROOT)}  # fmt: skip
     marker = tmp_path / "killed"
-    args = ["python", "src/train.py", *tiny_overrides(tiny_raw, project), "trainer.max_epochs=3",
+    args = ["python", "src/train.py", *tiny.overrides(), "trainer.max_epochs=3",
             "callbacks.progress_bar.refresh_rate=0", "mlflow.log_model=false", "mlflow.http.timeout_s=3",
             "mlflow.http.max_retries=2", "+callbacks.kill._target_=tests.support.SignalOnce",
             "+callbacks.kill.signal=SIGKILL", "+callbacks.kill.epoch=1", "+callbacks.kill.batch=2",
@@ -236,7 +236,7 @@ def test_a_server_that_dies_mid_training_costs_seconds_and_the_run_goes_on_when_
         server.wait(timeout=30)
 
 
-def test_a_url_that_answers_but_is_not_an_mlflow_server_fails_the_check_in_one_line(tmp_path, tiny_raw):
+def test_a_url_that_answers_but_is_not_an_mlflow_server_fails_the_check_in_one_line(tmp_path, tiny):
     port = free_port()
     command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
     web = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -249,7 +249,7 @@ def test_a_url_that_answers_but_is_not_an_mlflow_server_fails_the_check_in_one_l
             except OSError:
                 time.sleep(0.2)
         project = copy_project(tmp_path / "project")
-        result = run_cli(["python", "src/train.py", *tiny_overrides(tiny_raw, project)], cwd=project,
+        result = run_cli(["python", "src/train.py", *tiny.overrides()], cwd=project,
                          env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})  # fmt: skip
     finally:
         web.terminate()

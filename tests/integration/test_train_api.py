@@ -19,16 +19,16 @@ from digitpipe.models.checkpoint import load_classifier
 from digitpipe.serving.network import pixel_classifier_from_checkpoint
 from digitpipe.training.train import train
 
-from ..conftest import compose_config, tiny_overrides
+from ..conftest import compose_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def tiny_cfg(tmp_path, tiny_mirror, tiny_raw, monkeypatch):
+def tiny_cfg(tmp_path, tiny_mirror, tiny, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths resolve here (no dvc.yaml above tmp_path)
     monkeypatch.setenv(MIRROR_ENV, str(tiny_mirror))
-    overrides = tiny_overrides(tiny_raw, tmp_path) + [
+    overrides = tiny.overrides() + [
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
         "callbacks.progress_bar.refresh_rate=0",
         "mlflow.log_model=false",  # the logged model is tested in test_dvc_pipeline and test_mlflow_server
@@ -43,8 +43,11 @@ def test_the_same_seed_trains_the_same_model_twice(tiny_cfg, tmp_path):
     again = torch.load(tmp_path / "models" / "last.ckpt", weights_only=True)["state_dict"]
     # two trainings, two finished runs (a finished training is never resumed into), one model
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert [client.get_run(r.run_id).info.status for r in (first, second)] == ["FINISHED", "FINISHED"]
-    assert first.run_id != second.run_id and not second.resumed
+    experiment = client.get_experiment_by_name("mnist-convnet")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    expected = [(first.run_id, "FINISHED"), (second.run_id, "FINISHED")]  # two runs, each finished
+    assert [(r.info.run_id, r.info.status) for r in runs] == expected
+    assert not second.resumed and "resumed" not in runs[1].data.tags
     assert {k: v for k, v in first.metrics.items() if k != "fit_seconds"} == {
         k: v for k, v in second.metrics.items() if k != "fit_seconds"
     }

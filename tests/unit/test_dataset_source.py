@@ -13,16 +13,16 @@ from digitpipe.data.download import MIRROR_ENV
 from digitpipe.data.source import dataset_md5, dataset_source
 from digitpipe.errors import ConfigError
 
-from ..conftest import compose_config, files_config, tiny_overrides
+from ..conftest import compose_config, files_config
 
 
 @pytest.fixture
-def make_source(tmp_path, tiny_raw, tiny_mirror, monkeypatch):
+def make_source(tmp_path, tiny, tiny_mirror, monkeypatch):
     """A DatasetSource from the composed config on tiny data (val_size=100), files under tmp_path."""
     monkeypatch.setenv(MIRROR_ENV, str(tiny_mirror))
 
     def make(*extra: str, processed: Path = tmp_path / "processed"):
-        overrides = tiny_overrides(tiny_raw, tmp_path) + [
+        overrides = tiny.overrides() + [
             f"paths.raw_dir={tmp_path / 'raw'}",
             f"paths.dataset={processed / 'mnist.pt'}",
             f"paths.stats={processed / 'stats.json'}",

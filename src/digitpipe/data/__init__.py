@@ -1,3 +1,5 @@
 """Data in: download, preprocess, and the DataModule that serves the splits."""
 
-SPLITS = ("train", "val", "test")
+from digitpipe.metric_names import SPLITS
+
+__all__ = ["SPLITS"]

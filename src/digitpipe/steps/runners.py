@@ -1,7 +1,7 @@
 """One optimizer step (forward, cross-entropy, backward, update), run eagerly or as a CUDA graph.
 
 A 93k-parameter network at batch 64 is bound by the host launching its ~40 kernels one by one, not
-by the GPU's arithmetic (README, "Speed"). `GraphedStep` captures the whole step once, the
+by the GPU's arithmetic (docs/speed.md). `GraphedStep` captures the whole step once, the
 optimizer's update included, and then replays it: one launch per step. It follows the recipe of
 torch.cuda.graphs' "whole network capture": a capturable optimizer, warm-up steps on a side stream,
 gradients allocated inside the capture, inputs copied into the graph's static tensors.

@@ -119,7 +119,7 @@ class Store:
 
 
 # MLflow 3 records what an experiment is for: model training here, not GenAI. (3.17's UI picks its
-# pages by its own GenAI / Model training switch; README gives the link.) A kind set later is kept
+# pages by its own GenAI / Model training switch; docs/mlflow.md gives the link.) A kind set later is kept
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 

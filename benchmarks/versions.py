@@ -4,6 +4,7 @@
 
 The base commit is checked out into a temporary git worktree and run with its own src/ first on
 the path (the installed dependencies are shared), so the two differ only in this project's code.
+The order alternates (A B, B A, ...), so a machine that drifts during the runs favours neither.
 Prints each run and the median ratios of wall time (start-up included) and fit time.
 """
 
@@ -35,7 +36,8 @@ def main() -> None:
             versions = {f"base {args.base}": base, "this checkout": ROOT}
             runs: dict[str, list[dict]] = {name: [] for name in versions}
             for round_ in range(args.rounds):
-                for name, root in versions.items():
+                order = list(versions.items())
+                for name, root in order if round_ % 2 == 0 else order[::-1]:  # ABBA: drift cancels
                     result = train_cli(args.overrides, Path(tmp) / f"{round_}-{len(runs[name])}-{root.name}",
                                        root=root)  # fmt: skip
                     runs[name].append(result)

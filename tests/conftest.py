@@ -48,6 +48,20 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[CPU_BF16_ENV] = told  # inherited by every CLI and DDP rank the tests start
 
 
+@pytest.fixture(autouse=True)
+def process_environment():
+    """What a test changes of os.environ, or of MLflow's process-wide tracking URI (which
+    mlflow.set_tracking_uri sets, with the variable), is put back for the next test in the worker."""
+    import mlflow
+
+    environ, uri_set, uri = dict(os.environ), mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri()
+    yield
+    if (mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri()) != (uri_set, uri):
+        mlflow.set_tracking_uri(uri if uri_set else None)
+    os.environ.clear()
+    os.environ.update(environ)
+
+
 def synthetic_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Noisy 28x28 images whose class is a bright 6x6 block at a class-specific place: learnable."""
     g = torch.Generator().manual_seed(seed)

@@ -12,9 +12,9 @@ from ..conftest import copy_project, run_cli
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return copy_project(tmp_path_factory.mktemp("project"))
+@pytest.fixture
+def project(tmp_path):
+    return copy_project(tmp_path / "project")
 
 
 def assert_one_clear_line(result, *fragments, chatter=False):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from digitpipe.data.source import dataset_source
 from digitpipe.evaluation.metrics import evaluate_logits, predict_logits
 from digitpipe.models.checkpoint import load_classifier
 
-from ..conftest import ROOT, compose_config, copy_project, free_port, run_cli
+from ..conftest import ROOT, compose_config, copy_project, free_port, run_cli, user_env
 from ..support import write_indexed_dataset
 
 pytestmark = pytest.mark.slow
@@ -172,7 +171,7 @@ def torchrun(project: Path, experiment: str, node_rank: int, nnodes: int, nproc:
         "mlflow.log_model=false",
         f"mlflow.experiment_name={experiment}",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = user_env({"PYTHONPATH": str(ROOT)})
     return subprocess.Popen(
         command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -12,14 +12,13 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from digitpipe.config.precision import resolve_precision
 
-from ..conftest import ROOT, copy_project, free_port, run_cli, write_mirror
-from .test_mlflow_server import start, stop
+from ..conftest import copy_project, free_port, run_cli, write_mirror
+from .servers import start, stop
 
 pytestmark = pytest.mark.slow
 
@@ -272,27 +271,20 @@ def test_dvc_exp_show_leads_with_the_metrics_then_the_experiments_knobs(repro):
     assert min(plumbing) > params.index("data.batch_size") and params.index("data.batch_size") < 30
 
 
-def test_exp_run_set_param_changes_what_trains_and_logs_to_the_project_store(repro):
+def test_exp_run_set_changes_what_trains_even_to_ddp_and_logs_to_the_project_store(repro):
+    """`dvc exp run --temp -S`: a copy of the workspace under .dvc/tmp trains what -S says (here
+    another activation, on two DDP processes) and logs one run, evaluated, to the project's store."""
     project, env = repro
-    result = run_cli(["dvc", "exp", "run", "--temp", "-S", "model.activation=sigmoid"], cwd=project, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
+    overrides = ["-S", "model.activation=sigmoid", "-S", "trainer=ddp_cpu"]
+    result = run_cli(["dvc", "exp", "run", "--temp", *overrides], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     _, runs = mlflow_runs(project)  # the temp copy under .dvc/tmp logged here, to the project root
-    (sigmoid,) = [r for r in runs if r.data.params["model.activation"] == "sigmoid"]
-    assert "dvc.exp_name" in sigmoid.data.tags
+    (sigmoid,) = [r for r in runs if r.data.params["model.activation"] == "sigmoid"]  # one, not one per rank
+    assert sigmoid.data.params["trainer.devices"] == "2" and "dvc.exp_name" in sigmoid.data.tags
     assert "test/acc" in sigmoid.data.metrics  # evaluate found the temp run's training run
     shown = run_cli(["dvc", "exp", "show", "--json"], cwd=project, env=env)
     assert '"sigmoid"' in shown.stdout
     assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
-
-
-def test_exp_run_can_switch_to_ddp_on_two_cpu_processes(repro):
-    project, env = repro
-    result = run_cli(["dvc", "exp", "run", "--temp", "-S", "trainer=ddp_cpu"], cwd=project, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    _, runs = mlflow_runs(project)
-    ddp_runs = [r for r in runs if r.data.params.get("trainer.devices") == "2"]
-    assert len(ddp_runs) == 1  # one run, not one per rank
-    assert "test/acc" in ddp_runs[0].data.metrics
 
 
 def test_a_hydra_sweep_makes_one_run_per_job(repro, tmp_path):
@@ -409,43 +401,3 @@ def test_the_ui_shows_the_run_its_metrics_and_its_figures(repro, tmp_path):
     assert (tmp_path / "run.png").stat().st_size > 10_000 and (
         tmp_path / "figure.png"
     ).stat().st_size > 10_000
-
-
-def test_dvc_repro_after_an_interrupted_train_stage_resumes_it_in_the_same_run(tmp_path, tiny):
-    project = copy_project(tmp_path / "project")
-    # a SIGTERM in the second epoch of the train stage, once: a callback in conf/, composed into params.yaml
-    kill = {"_target_": "tests.support.SignalOnce", "signal": "SIGTERM", "epoch": 1, "batch": 2,
-            "marker": str(tmp_path / "signalled")}  # fmt: skip
-    tiny.shrink(project, {f"callbacks.kill.{key}": value for key, value in kill.items()})
-    assert yaml.safe_load((project / "params.yaml").read_text())["callbacks"]["kill"]["epoch"] == 1
-    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny.raw)), "PYTHONPATH": str(ROOT)}
-
-    stopped = run_cli(["dvc", "repro"], cwd=project, env=env)
-    assert stopped.returncode != 0
-    assert "failed to reproduce 'train'" in stopped.stderr and "exited with 143" in stopped.stderr
-    client, (run,) = mlflow_runs(project)
-    assert run.info.status == "KILLED"
-
-    resumed = run_cli(["dvc", "repro"], cwd=project, env=env)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    assert f"resuming run {run.info.run_id} from " in resumed.stdout
-    client, (run,) = mlflow_runs(project)
-    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
-    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # each epoch once
-    assert "test/acc" in run.data.metrics  # evaluate logged into it
-    status = run_cli(["dvc", "status"], cwd=project, env=env)
-    assert "Data and pipelines are up to date." in status.stdout, status.stdout
-
-
-def test_dvc_repro_on_a_params_yaml_that_conf_no_longer_composes_to_stops_in_one_line(tmp_path, tiny):
-    project = copy_project(tmp_path / "project")
-    tiny.shrink(project)
-    model = project / "conf" / "model" / "convnet.yaml"
-    model.write_text(model.read_text().replace("activation: relu", "activation: sigmoid"))
-    env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny.raw))}
-    result = run_cli(["dvc", "repro"], cwd=project, env=env)
-    assert result.returncode != 0
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "model.activation='relu' where conf/ has 'sigmoid'" in line and "run `dvc exp run`" in line
-    assert "Traceback" not in result.stderr
-    assert not (project / "data" / "raw").exists() and not (project / "models").exists()  # nothing ran

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -19,7 +20,7 @@ from digitpipe.models.checkpoint import load_classifier
 from digitpipe.serving.network import pixel_classifier_from_checkpoint
 from digitpipe.training.train import train
 
-from ..conftest import compose_config
+from ..conftest import ROOT, compose_config, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -255,3 +256,23 @@ def test_on_a_gpu_the_graphed_training_records_what_the_eager_one_does(tiny_cfg,
     for key, points in expected.items():
         assert [s for s, _ in got[key]] == [s for s, _ in points], key
         assert [v for _, v in got[key]] == pytest.approx([v for _, v in points], rel=0.02, abs=0.02), key
+
+
+def test_a_training_in_one_cpu_process_loads_neither_the_ddp_nor_the_graphed_step_code(
+    tiny, tiny_mirror, tmp_path
+):
+    """In a fresh process, as `python src/train.py` runs (the workers here import everything)."""
+    script = (
+        "import sys; from hydra import compose, initialize_config_dir; "
+        "from digitpipe.training.train import train\n"
+        f"with initialize_config_dir({str(ROOT / 'conf')!r}, version_base='1.3'):\n"
+        f"    cfg = compose('config', overrides={[*tiny.overrides(), 'trainer.max_epochs=1'] !r})\n"
+        "train(cfg)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('digitpipe')))"
+    )
+    env = {"MNIST_MIRROR": str(tiny_mirror)}
+    done = run_cli(["python", "-c", script], cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert "digitpipe.training.train" in loaded and "digitpipe.models.classifier" in loaded
+    assert [m for m in loaded if m.startswith(("digitpipe.steps", "digitpipe.distributed"))] == []

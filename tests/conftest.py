@@ -103,6 +103,23 @@ def tiny_mirror(tmp_path: Path, tiny_raw: dict[str, bytes]) -> Path:
     return write_mirror(tmp_path / "mirror", tiny_raw)
 
 
+@pytest.fixture(scope="session")
+def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty sqlite MLflow store with MLflow's schema migrations done (seconds, so done once)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, _migrated_store: Path) -> str:
+    """The URI of a fresh, empty sqlite MLflow store in tmp_path (tmp_path/mlflow.db)."""
+    shutil.copyfile(_migrated_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
 def compose_config(overrides: list[str] | None = None, config_dir: Path = ROOT / "conf") -> DictConfig:
     with initialize_config_dir(str(config_dir), version_base="1.3"):
         return compose("config", overrides=overrides or [])

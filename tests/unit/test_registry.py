@@ -11,9 +11,9 @@ MODEL = "mnist-convnet"
 
 
 @pytest.fixture
-def registry(tmp_path):
+def registry(sqlite_store):
     """A real sqlite store with a registered model; register(run) adds a version made by a new run."""
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(sqlite_store)
     experiment = client.create_experiment("registry")
     client.create_registered_model(MODEL)
 

@@ -42,8 +42,8 @@ def test_owner_tags_round_trip_and_other_runs_have_none():
     assert Owner.from_tags({"mlflow.runName": "made by something else"}) is None
 
 
-def test_only_running_runs_of_dead_processes_on_this_host_are_closed(tmp_path, dead_owner):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_only_running_runs_of_dead_processes_on_this_host_are_closed(tmp_path, sqlite_store, dead_owner):
+    client = MlflowClient(sqlite_store)
     experiment = client.create_experiment("e", (tmp_path / "mlruns").as_uri())
     other_host = Owner("another-host.example", dead_owner.pid, dead_owner.started)
 

@@ -66,11 +66,19 @@ def open_run(cfg: DictConfig, plan: Plan) -> TrackedRun:
     with store_failures(store.uri, "opening the run"):
         close_dead_runs(store.client)
         if plan.run_dir is None:
-            return TrackedRun.create(store, run_name(cfg), {**run_tags(), **parent_tags()})
+            return TrackedRun.create(store, run_name(cfg), {**run_tags(), **parent_tags(), **extra_tags(cfg)})
         run, sent = TrackedRun.reopen(store, plan.run_dir.run_id, plan.run_dir.unsent)
     unsent = f" ({sent} unsent metrics sent)" if sent else ""
     print(f"resuming run {run.run_id} from {plan.checkpoint}{unsent}")
     return run
+
+
+def extra_tags(cfg: DictConfig) -> dict[str, str]:
+    """mlflow.tags as given, and mlflow.parent_run_id as MLflow's parent tag (a search's trials)."""
+    tags = {str(k): str(v) for k, v in (cfg.mlflow.get("tags") or {}).items()}
+    if parent := cfg.mlflow.get("parent_run_id"):
+        tags["mlflow.parentRunId"] = str(parent)
+    return tags
 
 
 @contextlib.contextmanager

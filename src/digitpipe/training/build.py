@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
 import torch
 from hydra.utils import instantiate
@@ -84,7 +86,7 @@ def make_trainer(cfg: DictConfig, settings: Settings, **kwargs) -> L.Trainer:
 
 
 def build_trainer(
-    cfg: DictConfig, settings: Settings, run: TrackedRun | None, run_dir: RunDir
+    cfg: DictConfig, settings: Settings, run: TrackedRun | None, run_dir: RunDir, extra: Sequence = ()
 ) -> tuple[L.Trainer, ModelCheckpoint, EpochHistoryLogger]:
     """A Trainer writing into `run_dir`, its best-checkpoint callback and its epoch history; on DDP
     ranks other than 0, `run` is None and nothing is logged."""
@@ -100,7 +102,7 @@ def build_trainer(
         if cfg.mlflow.system_metrics_interval_s:
             callbacks.append(SystemMetrics(cfg.mlflow.system_metrics_interval_s, run))
     trainer = make_trainer(
-        cfg, settings, logger=loggers, callbacks=[*callbacks, *build_callbacks(cfg)],
+        cfg, settings, logger=loggers, callbacks=[*callbacks, *build_callbacks(cfg), *extra],
         plugins=[VerifiedCheckpointIO()], enable_model_summary=False,
     )  # fmt: skip
     return trainer, best, history

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ def is_result_key(key: str) -> bool:
     return any(key == k or key.startswith(f"{k}.") for k in RESULT_KEYS)
 
 
+@functools.cache  # the code a process runs is the code it imported: hashed once (a search trains many times)
 def code_digest() -> str:
     """sha256 over the package's source: a checkpoint resumes only under the code that made it."""
     package = Path(digitpipe.__file__).parent

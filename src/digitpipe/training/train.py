@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -24,8 +24,9 @@ from digitpipe.config import Settings, validate
 GROUPED_BATCHES_WARNING = r"The number of training batches \(\d+\) is smaller than the logging interval"
 
 
-def train(cfg: DictConfig):  # -> training.record.TrainResult
-    """Train the convnet `cfg` describes, in an MLflow run of its own (or an interrupted one's)."""
+def train(cfg: DictConfig, callbacks: Sequence = ()):  # -> training.record.TrainResult
+    """Train the convnet `cfg` describes, in an MLflow run of its own (or an interrupted one's);
+    `callbacks`: Lightning callbacks made in code for this one training (a search trial's pruning)."""
     settings = validate(cfg)  # first: Lightning, imported below, takes seconds to import
     import lightning as L
 
@@ -37,7 +38,7 @@ def train(cfg: DictConfig):  # -> training.record.TrainResult
 
     with environment.restored(), interrupts.handled(), attempt(cfg) as this:  # SIGINT/SIGTERM: raised
         L.seed_everything(cfg.seed, workers=True)
-        trainer, best, history = build_trainer(cfg, settings, this.run, this.run_dir)
+        trainer, best, history = build_trainer(cfg, settings, this.run, this.run_dir, callbacks)
         model = build_model(cfg, settings, trainer.world_size)
         datamodule = build_datamodule(cfg, settings, trainer.world_size)
         if trainer.is_global_zero and this.is_new:

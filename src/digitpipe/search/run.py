@@ -1,0 +1,190 @@
+"""A search, start to end: check the space, open the study, open its MLflow run, run the trials
+(here, or in search.workers processes), then report and make the winner. Rerun, it continues the
+study to its total; on several machines, each runs the same command (docs/search.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from digitpipe import atomic, interrupts
+from digitpipe.cli import check_group_choices
+from digitpipe.config import validate
+from digitpipe.errors import ConfigError, TrackingError
+from digitpipe.paths import resolve
+from digitpipe.search.report import figures, summary
+from digitpipe.search.space import Param, overrides, parse_space
+from digitpipe.search.study import PARENT_ATTR, counts, finished, open_study, redacted, storage_url
+from digitpipe.search.winner import make_winner, winner_overrides
+from digitpipe.search.workers import WorkerSpec, run_trials, run_workers
+from digitpipe.training.resume import is_result_key
+
+WINNER_ATTR = "winner_run_id"
+
+
+def search(
+    cfg: DictConfig, fixed: list[str], config_dir: Path, compose: Callable[[list[str]], DictConfig]
+) -> dict:
+    """Run the study cfg.search describes; its summary (reports/search.json) once it is complete."""
+    s = cfg.search
+    params = parse_space(s.space)
+    name = str(s.study or s.name)
+    check_trials(params, fixed, config_dir, compose)
+    if int(s.workers) < 1 or int(s.n_trials) < 1:
+        raise ConfigError(
+            f"search.workers and search.n_trials must be at least 1, not {s.workers} and {s.n_trials}"
+        )
+    with interrupts.handled():
+        # storage errors: before any MLflow run; the study's identity: its space and the fixed
+        # overrides that change a result (not where runs are logged)
+        study = open_study(s, name, params, [o for o in fixed if is_result_key(override_key(o))]).study
+        from digitpipe.tracking.run import recorded
+        from digitpipe.tracking.store import open_store
+
+        store = open_store(cfg.mlflow)
+        parent = study_run(store, study, s, name, owner=bool(s.finalize))
+        spec = WorkerSpec(
+            str(config_dir),
+            OmegaConf.to_container(s, resolve=True),
+            OmegaConf.to_container(cfg.mlflow, resolve=True),
+            name,
+            params,
+            fixed,
+            parent.run_id,
+            str(resolve(s.outputs.work_dir) / name),
+        )
+        with recorded(parent if s.finalize else None):
+            print(
+                f"study {name!r} in {redacted(storage_url(s.storage))}: "
+                f"{finished(study)}/{s.n_trials} trials done; "
+                f"MLflow run {parent.run_id}",
+                flush=True,
+            )
+            if int(s.workers) == 1:
+                run_trials(spec, compose)
+            elif failed := [c for c in run_workers(spec, int(s.workers)) if c]:
+                raise worker_failure(failed)
+            tally = counts(study)
+            if sum(tally[k] for k in ("COMPLETE", "PRUNED")) < int(s.n_trials) or not s.finalize:
+                print(
+                    f"{finished(study)}/{s.n_trials} trials done; {tally['RUNNING']} running elsewhere",
+                    flush=True,
+                )
+                return {}
+            return finalize(cfg, study, fixed, parent, compose)
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def check_trials(params: list[Param], fixed: list[str], config_dir: Path, compose) -> None:
+    """Every key is a config key or group, and the space's two corners compose and pass the
+    config's checks, before any run or trial exists (one line naming the key otherwise)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    for param in params:
+        check_group_choices([f"{param.key}={c}" for c in param.choices], config_dir)
+    for corner in (0, 1):
+        point = {p.key: p.ends()[corner] for p in params}
+        try:
+            cfg = compose([*fixed, *overrides(point)])
+        except (HydraException, OmegaConfBaseException) as err:
+            bad = next((p.key for p in params if p.key.split(".")[-1] in str(err)), None)
+            what = f"search.space.{bad} is not a key of the config" if bad else str(err).splitlines()[0]
+            raise ConfigError(
+                f"{what}; the space's keys are config keys (optimizer.lr) or groups (optimizer)"
+            ) from err
+        try:
+            validate(cfg)
+        except ConfigError as err:
+            raise ConfigError(
+                f"the search space's corner {' '.join(overrides(point))} is not a valid config: {err}"
+            ) from err
+        if cfg.trainer.strategy != "auto" or int(cfg.trainer.devices) != 1 or int(cfg.trainer.num_nodes) != 1:
+            raise ConfigError(
+                "a search trains each trial in one process on one device; for more at once, "
+                "set search.workers (one trial per GPU) instead of a DDP trainer"
+            )
+
+
+def study_run(store, study, s: DictConfig, name: str, owner: bool):
+    """The study's one MLflow run: made by its first search, continued by every later one."""
+    from mlflow.exceptions import MlflowException
+
+    from digitpipe.tracking.metadata import run_tags
+    from digitpipe.tracking.run import TrackedRun
+
+    if run_id := study.user_attrs.get(PARENT_ATTR):
+        try:
+            return TrackedRun.reopen(store, run_id)[0] if owner else TrackedRun(store, run_id)
+        except (MlflowException, TrackingError):
+            pass  # deleted, or in another store: a new one
+    tags = {
+        **run_tags(),
+        "search.study": name,
+        "search.storage": redacted(storage_url(s.storage)),
+        "search.space": json.dumps(study.user_attrs.get("space"))[:5000],
+        "search.pruner": str(s.pruner),
+    }
+    run = TrackedRun.create(store, f"search: {name}", tags)
+    study.set_user_attr(PARENT_ATTR, run.run_id)
+    return run
+
+
+def worker_failure(codes: list[int]) -> BaseException:
+    signals = [c for c in codes if c and c < 0]
+    if signals or any(c in (130, 143) for c in codes):
+        return interrupts.Interrupted(-signals[0] if signals else codes[0] - 128)
+    return TrackingError(
+        f"{len(codes)} search worker(s) failed (exit codes {codes}); their lines above say why. "
+        "The study keeps every finished trial: the same command continues it"
+    )
+
+
+def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose) -> dict:
+    """The summary, the figures and the best overrides, into the study's run and reports/; then the
+    winner trained, tested and registered (unless search.train_winner=false, as in the DVC
+    pipeline, whose own stage makes it); then the study's run FINISHED."""
+    s, client = cfg.search, parent.client
+    report = summary(study, s, fixed)
+    best = report["best"]
+    if best is None:
+        raise TrackingError(
+            f"study {study.study_name!r} has no complete trial to choose from (all pruned or failed)"
+        )
+    drawn = figures(study)
+    outputs = resolve(s.outputs.figures)
+    for file, data in drawn.items():
+        atomic.write_bytes(outputs / file, data)
+        client.log_artifact(parent.run_id, str(outputs / file), "figures")
+    winner_dir = resolve(s.outputs.work_dir) / study.study_name / "winner"
+    best["winner_overrides"] = winner_overrides(best, study.study_name, winner_dir, parent.run_id)
+    atomic.write_json(resolve(s.outputs.summary), report)
+    client.log_artifact(parent.run_id, str(resolve(s.outputs.summary)))
+    client.log_metric(parent.run_id, "best/val_acc", best["val_acc"])
+    for state, n in report["trials"].items():
+        client.log_metric(parent.run_id, f"trials/{state}", n)
+    print(
+        f"best: trial {best['trial']}, val/acc {best['val_acc']:.4f}: {' '.join(overrides(best['params']))}",
+        flush=True,
+    )
+    if s.train_winner:
+        made = study.user_attrs.get(WINNER_ATTR, {})
+        if made.get("trial") != best["trial"]:
+            result = make_winner(compose, best["winner_overrides"])
+            study.set_user_attr(WINNER_ATTR, {"trial": best["trial"], "run_id": result["run_id"]})
+            client.set_tag(parent.run_id, "search.winner_run_id", str(result["run_id"]))
+            print(
+                f"winner: run {result['run_id']}, val/acc {result['best/val_acc']:.4f}, "
+                f"test/acc {result.get('test/acc', float('nan')):.4f}",
+                flush=True,
+            )
+        else:
+            print(f"winner: already made, run {made['run_id']}", flush=True)
+    parent.finish()
+    return report

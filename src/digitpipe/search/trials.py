@@ -1,0 +1,144 @@
+"""One trial: the point Optuna samples, composed into the main config as Hydra overrides and trained
+by the same train(cfg) as `python src/train.py`, in this process, in an MLflow child run of the
+study's run. It is pruned on val/acc per epoch, scored by its best val/acc, sees no test data and
+registers no model; its files go when it ends (MLflow keeps its metrics)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from digitpipe.errors import ConfigError, DivergedError
+from digitpipe.interrupts import Interrupted
+from digitpipe.metric_names import VAL_ACC
+from digitpipe.search.space import Param, overrides, suggest
+
+TRIAL_TAGS = ("search.study", "search.trial")
+STATE_TAG = "search.state"  # COMPLETE | PRUNED | FAIL, as Optuna ends the trial
+SCORE = "best/val_acc"  # the trial's value: the best epoch's val/acc, the checkpoint a winner keeps
+
+
+class TrialStopped(KeyboardInterrupt):
+    """A signal during a trial, as Optuna understands one: it marks the trial FAIL, then re-raises."""
+
+    def __init__(self, interrupted: Interrupted) -> None:
+        super().__init__(str(interrupted))
+        self.interrupted = interrupted
+
+
+class SurplusTrial(Exception):
+    """Started by a worker when the last needed trial had just been started by another one."""
+
+
+# per-trial overrides that keep a trial a measurement: no test data, no model logged or registered,
+# a fresh run every time (a retried trial is a new trial), its files in its own directory
+TRIAL_SETTINGS = (
+    "test_after_fit=false",
+    "resume=false",
+    "mlflow.log_model=false",
+    "mlflow.log_checkpoint=false",
+    "mlflow.registered_model_name=null",
+)
+TRIAL_FILES = {  # paths.<key>: where the trial writes it, in <work_dir>/trial-<n>/
+    "model_dir": "models",
+    "checkpoints": "checkpoints",
+    "run_info": "mlflow_run.json",
+    "train_metrics": "train_metrics.json",
+    "history": "history.csv",
+    "diagnostics": "diagnostics.csv",
+    "diagnostics_figure": "diagnostics.png",
+}
+
+
+@dataclass
+class Objective:
+    """Optuna's objective for one study; `compose(overrides)` gives the main config with them."""
+
+    study_name: str
+    params: list[Param]
+    fixed: list[str]  # the command line's overrides, the same for every trial
+    compose: Callable[[list[str]], DictConfig]
+    work_dir: Path
+    parent_run_id: str | None
+    total: int
+
+    def __call__(self, trial) -> float:
+        from optuna_integration import PyTorchLightningPruningCallback
+
+        from digitpipe.training.train import train
+
+        if is_surplus(trial, self.total):
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number}: {self.total} trials were already started")
+        cfg = self.trial_config(trial, suggest(trial, self.params))
+        watch = RunOf()
+        try:
+            result = train(cfg, callbacks=[PyTorchLightningPruningCallback(trial, monitor=VAL_ACC), watch])
+        except Interrupted as stop:
+            raise TrialStopped(stop) from stop
+        finally:
+            if watch.run_id:
+                trial.set_user_attr("mlflow_run_id", watch.run_id)
+            shutil.rmtree(self.work_dir / f"trial-{trial.number}", ignore_errors=True)
+        return float(result.metrics[SCORE])
+
+    def trial_config(self, trial, point: dict) -> DictConfig:
+        """The main config with the command line's and this point's overrides, then the trial's
+        own files, name and MLflow parent set on it (values no override syntax needs to quote)."""
+        cfg = self.compose([*self.fixed, *overrides(point), *TRIAL_SETTINGS])
+        trial_dir = self.work_dir / f"trial-{trial.number}"
+        for key, name in TRIAL_FILES.items():
+            cfg.paths[key] = str(trial_dir / name)
+        cfg.mlflow.run_name = f"trial {trial.number}: {' '.join(overrides(point))}"[:240]
+        cfg.mlflow.tags = {
+            **cfg.mlflow.tags,
+            "search.study": self.study_name,
+            "search.trial": str(trial.number),
+        }
+        cfg.mlflow.parent_run_id = self.parent_run_id
+        return cfg
+
+
+class RunOf:
+    """A Lightning callback that notes the training's MLflow run (for a trial pruned mid-fit)."""
+
+    def __new__(cls):
+        from lightning.pytorch.callbacks import Callback
+
+        class _RunOf(Callback):
+            run_id: str | None = None
+
+            def setup(self, trainer, pl_module, stage: str) -> None:
+                version = getattr(trainer.logger, "version", None)
+                self.run_id = version if isinstance(version, str) else None
+
+        return _RunOf()
+
+
+def is_surplus(trial, total: int) -> bool:
+    """Whether `total` trials numbered below this one already finished or run (a retried trial
+    replaces a failed one, so it is never surplus)."""
+    from optuna.trial import TrialState
+
+    trials = trial.study.get_trials(deepcopy=False)
+    if any(t.number == trial.number and "failed_trial" in t.system_attrs for t in trials):
+        return False
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return sum(1 for t in trials if t.number < trial.number and t.state in counted) >= total
+
+
+CAUGHT = (DivergedError, ConfigError, SurplusTrial)  # a trial fails; the search goes on
+
+
+def end_child_run(client, run_id: str, state: str, reason: str | None) -> None:
+    """The trial's state on its MLflow run: a pruned trial's run ends KILLED, not FAILED."""
+    from digitpipe.tracking.run import END_REASON
+
+    client.set_tag(run_id, STATE_TAG, state)
+    if state == "PRUNED":
+        client.set_tag(run_id, END_REASON, reason or "pruned")
+        client.update_run(run_id, status="KILLED")

@@ -97,3 +97,16 @@ class SignalOnce(L.Callback):
                 os.killpg(int(Path(self.group_file).read_text()), self.signum)
             else:
                 os.kill(os.getpid(), self.signum)
+
+
+class SlowSteps(L.Callback):
+    """Sleeps after each training batch, so that a tiny training lasts long enough to be signalled
+    or killed in the middle (`+callbacks.slow._target_=tests.support.SlowSteps`)."""
+
+    def __init__(self, seconds: float = 0.1) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        import time
+
+        time.sleep(self.seconds)

@@ -5,6 +5,7 @@ study to its total; on several machines, each runs the same command (docs/search
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,12 +64,16 @@ def search(
                 f"MLflow run {parent.run_id}",
                 flush=True,
             )
+            codes: list[int] = []
             if int(s.workers) == 1:
                 run_trials(spec, compose)
-            elif failed := [c for c in run_workers(spec, int(s.workers)) if c]:
-                raise worker_failure(failed)
+            else:
+                codes = run_workers(spec, int(s.workers))
+                stopped_by(codes)
             tally = counts(study)
-            if sum(tally[k] for k in ("COMPLETE", "PRUNED")) < int(s.n_trials) or not s.finalize:
+            if finished(study) < int(s.n_trials) and int(s.workers) > 1 and any(codes):
+                raise worker_failure(codes)
+            if finished(study) < int(s.n_trials) or not s.finalize:
                 print(
                     f"{finished(study)}/{s.n_trials} trials done; {tally['RUNNING']} running elsewhere",
                     flush=True,
@@ -136,10 +141,18 @@ def study_run(store, study, s: DictConfig, name: str, owner: bool):
     return run
 
 
+def stopped_by(codes: list[int]) -> None:
+    """A worker that was asked to stop (SIGINT/SIGTERM: 130/143) stops the search; one that died
+    otherwise (kill -9) only says so, as its trial is retried by the others."""
+    for index, code in enumerate(codes, start=1):
+        if code in (130, 143):
+            raise interrupts.Interrupted(code - 128)
+        if code:
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            print(f"note: worker {index} ended with {how}", file=sys.stderr, flush=True)
+
+
 def worker_failure(codes: list[int]) -> BaseException:
-    signals = [c for c in codes if c and c < 0]
-    if signals or any(c in (130, 143) for c in codes):
-        return interrupts.Interrupted(-signals[0] if signals else codes[0] - 128)
     return TrackingError(
         f"{len(codes)} search worker(s) failed (exit codes {codes}); their lines above say why. "
         "The study keeps every finished trial: the same command continues it"

@@ -55,7 +55,20 @@ def parse_space(space: Mapping[str, Any] | None) -> list[Param]:
             "search.space is empty; give at least one key, "
             "e.g. optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}"
         )
-    return [parse_param(str(key), spec) for key, spec in space.items()]
+    return [parse_param(key, spec) for key, spec in flattened(space).items()]
+
+
+def flattened(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`optimizer: {lr: {low: ..}}` as `optimizer.lr: {low: ..}`, so a command line can add a range
+    (+search.space.optimizer.lr={low:1e-4,high:1e-2}); a nested range replaces a flat one."""
+    flat: dict[str, Any] = {}
+    for key, spec in space.items():
+        name = f"{prefix}{key}"
+        if isinstance(spec, Mapping) and spec and not set(spec) & FIELDS:
+            flat.update(flattened(spec, f"{name}."))
+        else:
+            flat[name] = spec
+    return flat
 
 
 def parse_param(key: str, spec: Any) -> Param:

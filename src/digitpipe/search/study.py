@@ -78,15 +78,9 @@ def open_study(search: DictConfig, name: str, params: list[Param], fixed: list[s
     space = {p.key: p.as_dict() for p in params}
     exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(
-            seed=int(search.sampler_seed), n_startup_trials=int(search.startup_trials)
-        ),
-        pruner=make_pruner(search),
-    )
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=make_sampler(search), pruner=make_pruner(search),
+    )  # fmt: skip
     if not exists or SPACE_ATTR not in study.user_attrs:
         study.set_user_attr(SPACE_ATTR, space)
         study.set_user_attr(FIXED_ATTR, fixed)
@@ -122,6 +116,23 @@ def describe(spec: dict | None) -> str:
     scale = " log" if spec.get("log") else ""
     return f"{spec['type']} [{spec['low']}, {spec['high']}]{scale}" + (
         f" step {spec['step']}" if spec.get("step") else ""
+    )
+
+
+def load_study(search: DictConfig, name: str, worker: int = 0):
+    """The study as a worker sees it: this search's pruner, and TPE seeded with sampler_seed + the
+    worker's index (workers seeded alike would sample the same points side by side)."""
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=open_storage(search),
+                             sampler=make_sampler(search, worker), pruner=make_pruner(search))  # fmt: skip
+
+
+def make_sampler(search: DictConfig, worker: int = 0):
+    import optuna
+
+    return optuna.samplers.TPESampler(
+        seed=int(search.sampler_seed) + worker, n_startup_trials=int(search.startup_trials)
     )
 
 

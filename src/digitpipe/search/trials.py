@@ -18,6 +18,9 @@ from digitpipe.metric_names import VAL_ACC
 from digitpipe.search.space import Param, overrides, suggest
 
 TRIAL_TAGS = ("search.study", "search.trial")
+DIVERGED_ATTR = "diverged"  # a pruned trial whose training diverged (its run: FAILED, with why)
+FAIL_ATTR = "fail_reason"  # why a trial failed, one line (a killed worker's trial has none)
+RUN_ATTR = "mlflow_run_id"  # the trial's user attribute naming its MLflow run
 STATE_TAG = "search.state"  # COMPLETE | PRUNED | FAIL, as Optuna ends the trial
 SCORE = "best/val_acc"  # the trial's value: the best epoch's val/acc, the checkpoint a winner keeps
 
@@ -67,6 +70,7 @@ class Objective:
     total: int
 
     def __call__(self, trial) -> float:
+        import optuna
         from optuna_integration import PyTorchLightningPruningCallback
 
         from digitpipe.training.train import train
@@ -75,14 +79,21 @@ class Objective:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number}: {self.total} trials were already started")
         cfg = self.trial_config(trial, suggest(trial, self.params))
-        watch = RunOf()
+        watch = run_of(trial)
         try:
             result = train(cfg, callbacks=[PyTorchLightningPruningCallback(trial, monitor=VAL_ACC), watch])
         except Interrupted as stop:
+            trial.set_user_attr(FAIL_ATTR, f"stopped: {stop}")
             raise TrialStopped(stop) from stop
+        except DivergedError as err:  # a result about this point: pruned, so that TPE learns from it
+            trial.set_user_attr(
+                DIVERGED_ATTR, str(err).splitlines()[0][:500]
+            )  # (failed trials teach it nothing)
+            raise optuna.TrialPruned(f"diverged: {err}") from err
+        except CAUGHT as err:  # Optuna 5 keeps no reason for a failed trial: it is kept here
+            trial.set_user_attr(FAIL_ATTR, f"{type(err).__name__}: {err}".splitlines()[0][:500])
+            raise
         finally:
-            if watch.run_id:
-                trial.set_user_attr("mlflow_run_id", watch.run_id)
             shutil.rmtree(self.work_dir / f"trial-{trial.number}", ignore_errors=True)
         return float(result.metrics[SCORE])
 
@@ -103,20 +114,21 @@ class Objective:
         return cfg
 
 
-class RunOf:
-    """A Lightning callback that notes the training's MLflow run (for a trial pruned mid-fit)."""
+def run_of(trial):
+    """A Lightning callback that puts the training's MLflow run id on the trial as it starts, so that
+    a trial pruned mid-fit, or whose worker is killed, still names its run."""
+    from lightning.pytorch.callbacks import Callback
 
-    def __new__(cls):
-        from lightning.pytorch.callbacks import Callback
+    class RunOf(Callback):
+        run_id: str | None = None
 
-        class _RunOf(Callback):
-            run_id: str | None = None
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            version = getattr(trainer.logger, "version", None)
+            if isinstance(version, str):
+                self.run_id = version
+                trial.set_user_attr(RUN_ATTR, version)
 
-            def setup(self, trainer, pl_module, stage: str) -> None:
-                version = getattr(trainer.logger, "version", None)
-                self.run_id = version if isinstance(version, str) else None
-
-        return _RunOf()
+    return RunOf()
 
 
 def is_surplus(trial, total: int) -> bool:
@@ -131,14 +143,16 @@ def is_surplus(trial, total: int) -> bool:
     return sum(1 for t in trials if t.number < trial.number and t.state in counted) >= total
 
 
-CAUGHT = (DivergedError, ConfigError, SurplusTrial)  # a trial fails; the search goes on
+CAUGHT = (ConfigError, SurplusTrial)  # a trial fails; the search goes on
 
 
-def end_child_run(client, run_id: str, state: str, reason: str | None) -> None:
-    """The trial's state on its MLflow run: a pruned trial's run ends KILLED, not FAILED."""
+def end_child_run(client, run_id: str, state: str, reason: str | None = None) -> None:
+    """The trial's state on its MLflow run: a pruned trial's run ends KILLED (stopped on purpose),
+    a trial whose worker died ends FAILED with why; the others end as train() ended them."""
     from digitpipe.tracking.run import END_REASON
 
     client.set_tag(run_id, STATE_TAG, state)
-    if state == "PRUNED":
-        client.set_tag(run_id, END_REASON, reason or "pruned")
-        client.update_run(run_id, status="KILLED")
+    status = {"PRUNED": "KILLED", "FAIL": "FAILED"}.get(state)
+    if status and reason:
+        client.set_tag(run_id, END_REASON, reason)
+        client.set_terminated(run_id, status)

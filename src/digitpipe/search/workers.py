@@ -20,7 +20,16 @@ from omegaconf import DictConfig, OmegaConf
 from digitpipe import interrupts
 from digitpipe.errors import TrackingError, UserError
 from digitpipe.search.study import FINISHED, counts
-from digitpipe.search.trials import CAUGHT, STATE_TAG, Objective, TrialStopped, end_child_run
+from digitpipe.search.trials import (
+    CAUGHT,
+    DIVERGED_ATTR,
+    FAIL_ATTR,
+    RUN_ATTR,
+    STATE_TAG,
+    Objective,
+    TrialStopped,
+    end_child_run,
+)
 
 
 @dataclass(frozen=True)
@@ -44,13 +53,13 @@ def run_trials(spec: WorkerSpec, compose: Callable[[list[str]], DictConfig] | No
     import optuna
     import torch
 
-    from digitpipe.search.study import open_storage
+    from digitpipe.search.study import load_study
     from digitpipe.tracking.store import open_store
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
     search = OmegaConf.create(spec.search)
-    study = optuna.load_study(study_name=spec.study_name, storage=open_storage(search))
+    study = load_study(search, spec.study_name, spec.index)
     store = open_store(OmegaConf.create(spec.mlflow))
     total = int(search.n_trials)
     objective = Objective(
@@ -67,6 +76,7 @@ def run_trials(spec: WorkerSpec, compose: Callable[[list[str]], DictConfig] | No
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         while True:
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, and queued again
+            close_stale_runs(study, store.client, float(search.grace_s))
             tally = counts(study)
             if (failed := len(failures(study))) >= max(total, 3):
                 raise TrackingError(
@@ -86,6 +96,22 @@ def run_trials(spec: WorkerSpec, compose: Callable[[list[str]], DictConfig] | No
             time.sleep(float(search.heartbeat_s))  # the last trials run elsewhere; one may need a retry
 
 
+def close_stale_runs(study, client, grace_s: float) -> None:
+    """The MLflow run of a trial failed for want of a heartbeat (its worker died): FAILED, with why."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = t.user_attrs.get(RUN_ATTR)
+        if not run_id or FAIL_ATTR in t.user_attrs:  # failed by itself: train() ended its run
+            continue
+        reason = f"its worker sent no heartbeat for {grace_s:g} s (killed?); retried with the same params"
+        try:
+            if client.get_run(run_id).data.tags.get(STATE_TAG) != "FAIL":
+                end_child_run(client, run_id, "FAIL", reason)
+        except Exception as err:  # the store unreachable now: the next worker loop tries again
+            print(f"note: could not close run {run_id} of failed trial {t.number}: {err}", file=sys.stderr)
+
+
 def failures(study) -> list:
     """Trials that failed by themselves: not a killed worker's (retried), a signal's, or a surplus one."""
     from optuna.trial import TrialState
@@ -93,9 +119,9 @@ def failures(study) -> list:
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if t.system_attrs.get("fail_reason")
+        if t.user_attrs.get(FAIL_ATTR)
         and not t.user_attrs.get("surplus")
-        and "TrialStopped" not in t.system_attrs["fail_reason"]
+        and not t.user_attrs[FAIL_ATTR].startswith("stopped:")
     ]
 
 
@@ -104,18 +130,19 @@ def trial_ended(client, total: int, index: int) -> Callable[[Any, Any], None]:
 
     def ended(study, trial) -> None:
         state = trial.state.name
-        reason = trial.system_attrs.get("fail_reason", "").splitlines()[0:1]
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        reason = trial.user_attrs.get(FAIL_ATTR, "").splitlines()[0:1]
+        run_id = trial.user_attrs.get(RUN_ATTR)
         pruned_at = max(trial.intermediate_values, default=None)
         last = trial.intermediate_values.get(pruned_at, float("nan"))
         detail = {
             "COMPLETE": f"val/acc {trial.value:.4f}" if trial.value is not None else "",
-            "PRUNED": f"at epoch {pruned_at} (val/acc {last:.4f})",
+            "PRUNED": trial.user_attrs.get(DIVERGED_ATTR) or f"at epoch {pruned_at} (val/acc {last:.4f})",
             "FAIL": reason[0] if reason else "",
         }.get(state, "")
         if run_id:
             try:
-                end_child_run(client, run_id, state, f"pruned {detail}" if state == "PRUNED" else None)
+                pruned = state == "PRUNED" and DIVERGED_ATTR not in trial.user_attrs  # diverged: FAILED stays
+                end_child_run(client, run_id, state, f"pruned {detail}" if pruned else None)
             except Exception as err:  # the store down: the trial counts in the study all the same
                 print(f"note: could not tag run {run_id} {STATE_TAG}={state}: {err}", file=sys.stderr)
         done = sum(counts(study)[s] for s in FINISHED)

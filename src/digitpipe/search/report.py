@@ -13,7 +13,7 @@ from digitpipe.search.study import counts, redacted, storage_url
 FIGURES = ("optimization_history", "param_importances", "slice", "parallel_coordinate")
 
 
-def summary(study, search, fixed: list[str]) -> dict[str, Any]:
+def summary(study, search, fixed: list[str], groups: frozenset[str] = frozenset()) -> dict[str, Any]:
     tally = counts(study)
     trials = study.get_trials(deepcopy=False)
     started = [t.datetime_start for t in trials if t.datetime_start]
@@ -38,7 +38,7 @@ def summary(study, search, fixed: list[str]) -> dict[str, Any]:
             "trial": best.number,
             "val_acc": best.value,
             "params": best.params,
-            "overrides": [*fixed, *overrides(best.params)],
+            "overrides": [*fixed, *overrides(best.params, groups)],
             "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
         },
         # the study's span, first trial start to last trial end (over every worker and rerun)

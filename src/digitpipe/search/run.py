@@ -17,7 +17,7 @@ from digitpipe.config import validate
 from digitpipe.errors import ConfigError, TrackingError
 from digitpipe.paths import resolve
 from digitpipe.search.report import figures, summary
-from digitpipe.search.space import Param, overrides, parse_space
+from digitpipe.search.space import Param, config_groups, overrides, parse_space
 from digitpipe.search.study import PARENT_ATTR, counts, finished, open_study, redacted, storage_url
 from digitpipe.search.winner import make_winner, winner_overrides
 from digitpipe.search.workers import WorkerSpec, run_trials, run_workers
@@ -79,7 +79,7 @@ def search(
                     flush=True,
                 )
                 return {}
-            return finalize(cfg, study, fixed, parent, compose)
+            return finalize(cfg, study, fixed, parent, compose, config_dir)
 
 
 def override_key(override: str) -> str:
@@ -97,7 +97,7 @@ def check_trials(params: list[Param], fixed: list[str], config_dir: Path, compos
     for corner in (0, 1):
         point = {p.key: p.ends()[corner] for p in params}
         try:
-            cfg = compose([*fixed, *overrides(point)])
+            cfg = compose([*fixed, *overrides(point, config_groups(config_dir))])
         except (HydraException, OmegaConfBaseException) as err:
             bad = next((p.key for p in params if p.key.split(".")[-1] in str(err)), None)
             what = f"search.space.{bad} is not a key of the config" if bad else str(err).splitlines()[0]
@@ -108,7 +108,8 @@ def check_trials(params: list[Param], fixed: list[str], config_dir: Path, compos
             validate(cfg)
         except ConfigError as err:
             raise ConfigError(
-                f"the search space's corner {' '.join(overrides(point))} is not a valid config: {err}"
+                f"the search space's corner {' '.join(overrides(point, config_groups(config_dir)))} "
+                f"is not a valid config: {err}"
             ) from err
         if cfg.trainer.strategy != "auto" or int(cfg.trainer.devices) != 1 or int(cfg.trainer.num_nodes) != 1:
             raise ConfigError(
@@ -159,12 +160,12 @@ def worker_failure(codes: list[int]) -> BaseException:
     )
 
 
-def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose) -> dict:
+def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose, config_dir: Path) -> dict:
     """The summary, the figures and the best overrides, into the study's run and reports/; then the
     winner trained, tested and registered (unless search.train_winner=false, as in the DVC
     pipeline, whose own stage makes it); then the study's run FINISHED."""
     s, client = cfg.search, parent.client
-    report = summary(study, s, fixed)
+    report = summary(study, s, fixed, config_groups(config_dir))
     best = report["best"]
     if best is None:
         raise TrackingError(
@@ -183,7 +184,8 @@ def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose) -> dict:
     for state, n in report["trials"].items():
         client.log_metric(parent.run_id, f"trials/{state}", n)
     print(
-        f"best: trial {best['trial']}, val/acc {best['val_acc']:.4f}: {' '.join(overrides(best['params']))}",
+        f"best: trial {best['trial']}, val/acc {best['val_acc']:.4f}: "
+        f"{' '.join(best['overrides'][len(fixed) :])}",
         flush=True,
     )
     if s.train_winner:

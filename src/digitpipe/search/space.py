@@ -11,8 +11,9 @@ and into the Hydra overrides a trial trains with.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from digitpipe.errors import ConfigError
@@ -126,9 +127,16 @@ def numeric(where: str, key: str, spec: Mapping[str, Any], kind: str | None) -> 
     return Param(key, kind, low, high, log, step)
 
 
-def overrides(values: Mapping[str, Any]) -> list[str]:
-    """Hydra overrides for one point of the space: `optimizer=adam`, `optimizer.lr=0.0031`."""
-    return [f"{key}={override_value(value)}" for key, value in values.items()]
+def overrides(values: Mapping[str, Any], groups: Collection[str] = ()) -> list[str]:
+    """Hydra overrides for one point of the space: `optimizer=adam`, `optimizer.lr=0.0031`; a
+    config group's null choice is `~scheduler` (Hydra takes no `scheduler=null` for a group)."""
+    return [f"~{key}" if value is None and key in groups else f"{key}={override_value(value)}"
+            for key, value in values.items()]  # fmt: skip
+
+
+def config_groups(config_dir: Path) -> frozenset[str]:
+    """The config groups: conf/'s folders (optimizer, scheduler, ...)."""
+    return frozenset(p.name for p in Path(config_dir).iterdir() if p.is_dir())
 
 
 def override_value(value: Any) -> str:

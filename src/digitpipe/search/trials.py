@@ -68,6 +68,7 @@ class Objective:
     work_dir: Path
     parent_run_id: str | None
     total: int
+    groups: frozenset[str] = frozenset()  # config groups: a null choice is `~group`
 
     def __call__(self, trial) -> float:
         import optuna
@@ -100,11 +101,11 @@ class Objective:
     def trial_config(self, trial, point: dict) -> DictConfig:
         """The main config with the command line's and this point's overrides, then the trial's
         own files, name and MLflow parent set on it (values no override syntax needs to quote)."""
-        cfg = self.compose([*self.fixed, *overrides(point), *TRIAL_SETTINGS])
+        cfg = self.compose([*self.fixed, *overrides(point, self.groups), *TRIAL_SETTINGS])
         trial_dir = self.work_dir / f"trial-{trial.number}"
         for key, name in TRIAL_FILES.items():
             cfg.paths[key] = str(trial_dir / name)
-        cfg.mlflow.run_name = f"trial {trial.number}: {' '.join(overrides(point))}"[:240]
+        cfg.mlflow.run_name = f"trial {trial.number}: {' '.join(overrides(point, self.groups))}"[:240]
         cfg.mlflow.tags = {
             **cfg.mlflow.tags,
             "search.study": self.study_name,

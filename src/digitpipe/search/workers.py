@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digitpipe import interrupts
 from digitpipe.errors import TrackingError, UserError
+from digitpipe.search.space import config_groups
 from digitpipe.search.study import FINISHED, counts
 from digitpipe.search.trials import (
     CAUGHT,
@@ -70,6 +71,7 @@ def run_trials(spec: WorkerSpec, compose: Callable[[list[str]], DictConfig] | No
         Path(spec.work_dir),
         spec.parent_run_id,
         total,
+        config_groups(Path(spec.config_dir)),
     )
     ended = trial_ended(store.client, total, spec.index)
     with warnings.catch_warnings():

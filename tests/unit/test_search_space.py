@@ -1,0 +1,105 @@
+"""Search spaces as written in conf/search/: parsed, refused in one line, turned into overrides; a
+study that remembers its space; the surplus rule that keeps the total exact."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from digitpipe.errors import ConfigError
+from digitpipe.search.space import config_groups, overrides, parse_space, suggest
+from digitpipe.search.study import check_same_search, redacted
+from digitpipe.search.trials import is_surplus
+
+from ..conftest import ROOT, compose_config
+
+
+def test_every_space_in_conf_parses_and_each_kind_of_range_becomes_its_own_distribution():
+    for path in (ROOT / "conf" / "search").glob("*.yaml"):
+        assert parse_space(__import__("yaml").safe_load(path.read_text())["space"])
+    params = {p.key: p for p in parse_space({
+        "optimizer": {"choices": ["adam", "sgd"]},
+        "optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+        "trainer.max_epochs": {"low": 2, "high": 6},
+        "data.batch_size": {"low": 32, "high": 256, "step": 32},
+        "optimizer.weight_decay": {"low": 0, "high": 0.01},
+    })}  # fmt: skip
+    assert [params[k].type for k in params] == ["categorical", "float", "int", "int", "float"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    point = suggest(study.ask(), list(params.values()))
+    assert point["optimizer"] in ("adam", "sgd") and 1e-4 <= point["optimizer.lr"] <= 1e-2
+    assert point["data.batch_size"] % 32 == 0 and isinstance(point["trainer.max_epochs"], int)
+
+
+def test_a_nested_range_from_the_command_line_is_a_dotted_key_and_replaces_the_flat_one():
+    nested = {"optimizer": {"lr": {"choices": [0.1]}}}
+    space = parse_space({"optimizer.lr": {"low": 1e-4, "high": 1e-2}, **nested})
+    assert [(p.key, p.choices) for p in space] == [("optimizer.lr", (0.1,))]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"low": 0.1, "high": 0.01}, "low (0.1) must be below high (0.01)"),
+    ({"low": 0.0, "high": 1.0, "log": True}, "a log scale needs low > 0"),
+    ({"low": 1e-3, "high": 1.0, "log": True, "step": 0.1}, "a log scale takes no step"),
+    ({"low": 1}, "a range needs both low and high"),
+    ({"low": "a", "high": 2}, "low must be a number"),
+    ({"choices": []}, "choices must be a non-empty list"),
+    ({"choices": [1, 1]}, "choices repeat a value"),
+    ({"choices": [1, 2], "low": 0}, "choices cannot be combined with a range"),
+    ({"low": 1, "high": 2, "scale": "log"}, "unknown field scale"),
+    ({"low": 1, "high": 2, "type": "int", "step": 0.5}, "an int range needs whole-number"),
+    ({"low": 1, "high": 2, "type": "complex"}, "type 'complex' is not one of"),
+    (0.5, "give a range"),
+])  # fmt: skip
+def test_a_malformed_range_is_refused_in_one_line_naming_its_key(spec, message):
+    with pytest.raises(ConfigError) as refused:
+        parse_space({"optimizer.lr": spec})
+    assert str(refused.value).startswith("search.space.optimizer.lr: ") and message in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_an_empty_space_is_refused():
+    with pytest.raises(ConfigError, match="search.space is empty"):
+        parse_space({})
+
+
+def test_a_point_is_the_overrides_hydra_composes_with_every_digit_kept():
+    point = {"optimizer": "adam", "optimizer.lr": 0.0012345678901234, "scheduler": None, "x": True}
+    groups = config_groups(ROOT / "conf")
+    assert {"optimizer", "scheduler", "trainer"} <= groups
+    expected = ["optimizer=adam", "optimizer.lr=0.0012345678901234", "~scheduler", "x=true"]
+    assert overrides(point, groups) == expected
+    assert overrides({"model.init": None}, groups) == ["model.init=null"]  # a value, not a group
+    cfg = compose_config(overrides(point, groups)[:3])
+    assert cfg.optimizer.lr == 0.0012345678901234 and cfg.optimizer._target_ == "torch.optim.Adam"
+    assert compose_config(["scheduler=cosine", "~scheduler"]).scheduler is None
+
+
+def test_a_study_refuses_another_space_or_other_fixed_overrides_naming_the_difference():
+    lr = {"type": "float", "low": 0.001, "high": 0.1, "log": True, "step": None}
+    attrs = {"space": {"optimizer.lr": lr}, "fixed_overrides": ["trainer.max_epochs=3"]}
+    check_same_search("s", attrs, attrs["space"], ["trainer.max_epochs=3"])  # the same: fine
+    changed = {"optimizer.lr": {**lr, "high": 0.5}, "seed": {"type": "categorical", "choices": [1]}}
+    with pytest.raises(ConfigError) as refused:
+        check_same_search("s", attrs, changed, ["trainer.max_epochs=4"])
+    message = str(refused.value)
+    assert "optimizer.lr: float [0.001, 0.1] log in the study, float [0.001, 0.5] log now" in message
+    assert "seed: absent in the study, choices [1] now" in message
+    assert "trainer.max_epochs=3 in the study, trainer.max_epochs=4 now" in message
+
+
+def test_a_storage_url_is_shown_without_its_password():
+    assert redacted("postgresql+psycopg2://me:s3cret@db.example:5432/optuna") == (
+        "postgresql+psycopg2://me:***@db.example:5432/optuna")  # fmt: skip
+
+
+def test_a_trial_started_once_the_total_was_reached_is_surplus_but_a_retried_one_never_is():
+    study = optuna.create_study(direction="maximize")
+    for value in (0.1, 0.2):
+        study.add_trial(optuna.create_trial(value=value, params={}, distributions={}))
+    late = study.ask()
+    assert is_surplus(late, total=2) and not is_surplus(late, total=3)
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.WAITING, params={}, distributions={},
+                                        system_attrs={"failed_trial": 0}))  # fmt: skip
+    retried = study.ask()  # pops the waiting trial: the retry of trial 0
+    assert not is_surplus(retried, total=2)

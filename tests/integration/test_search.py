@@ -260,3 +260,40 @@ def test_sigterm_fails_the_running_trial_exits_in_seconds_and_the_same_command_c
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2
     assert ws.client.get_run(parent.info.run_id).info.status == "FINISHED"
     assert os.path.exists(ws.project / "reports" / "search.json")
+
+
+def test_dvc_repro_of_the_search_pipeline_searches_then_trains_tests_and_registers_the_winner(
+    tmp_path, tiny, tiny_mirror
+):
+    import shutil
+
+    import yaml
+
+    from ..conftest import ROOT, copy_project, git
+
+    project = copy_project(tmp_path / "project")
+    tiny.shrink(project)
+    pipeline = project / "pipelines" / "search"
+    pipeline.mkdir(parents=True)
+    for name in ("dvc.yaml", "winner.py", ".gitignore"):
+        shutil.copy2(ROOT / "pipelines" / "search" / name, pipeline / name)
+    params = {"space": "default", "study": "pipeline-default", "n_trials": 2, "epochs": 1, "workers": 1}
+    (pipeline / "params.yaml").write_text(yaml.safe_dump({"search": params}))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "tiny search")
+    env = {"MNIST_MIRROR": str(tiny_mirror)}
+    done = run_cli(["dvc", "repro", "pipelines/search/dvc.yaml"], cwd=project, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((pipeline / "reports" / "search.json").read_text())
+    assert summary["study"] == "pipeline-default"
+    assert summary["trials"]["complete"] + summary["trials"]["pruned"] == 2
+    metrics = json.loads((pipeline / "winner" / "metrics.json").read_text())
+    assert "test/acc" in metrics
+    assert not (project / "models").exists()  # the main pipeline's training did not run: only its data
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    winner_run = json.loads((pipeline / "winner" / "mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(winner_run)
+    assert run.data.tags["mlflow.parentRunId"] == summary["mlflow_run_id"]
+    assert [v.run_id for v in client.search_model_versions("name='mnist-convnet'")] == [winner_run]
+    status = run_cli(["dvc", "status", "pipelines/search/dvc.yaml"], cwd=project)
+    assert "up to date" in status.stdout, status.stdout

@@ -165,7 +165,7 @@ def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose, config_d
     winner trained, tested and registered (unless search.train_winner=false, as in the DVC
     pipeline, whose own stage makes it); then the study's run FINISHED."""
     s, client = cfg.search, parent.client
-    report = summary(study, s, fixed, config_groups(config_dir))
+    report = {**summary(study, s, fixed, config_groups(config_dir)), "mlflow_run_id": parent.run_id}
     best = report["best"]
     if best is None:
         raise TrackingError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -80,7 +81,7 @@ class DatasetSource:
         if not self.dataset.is_file():
             self.download()
             self.preprocess()
-        elif parse_dataset(self.dataset.read_bytes(), self.dataset)[1] != self.params():
+        elif read_dataset(self.dataset)[1] != self.params():
             self.download()
 
     def load(self) -> ProcessedDataset:
@@ -92,11 +93,10 @@ class DatasetSource:
             raise DataError(
                 f"{self.dataset} is missing; run `dvc repro preprocess` or python src/preprocess.py"
             )
-        data = self.dataset.read_bytes()
-        tensors, recorded = parse_dataset(data, self.dataset)
+        tensors, recorded, md5 = read_dataset(self.dataset)
         expected = self.params()
         if recorded == expected:
-            return ProcessedDataset(tensors, hashlib.md5(data).hexdigest())
+            return ProcessedDataset(dict(tensors), md5)
         print(
             f"notice: {self.dataset} was made with other parameters ({param_changes(recorded, expected)}); "
             f"the split is rebuilt in memory from {self.raw_dir}, the file is left as it is",
@@ -106,6 +106,20 @@ class DatasetSource:
         self.download()
         tensors = self.build()
         return ProcessedDataset(tensors, hashlib.md5(dataset_bytes(tensors, expected)).hexdigest())
+
+
+def read_dataset(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
+    """The dataset file's tensors, recorded params and md5, read, parsed and hashed once per process
+    for as long as the file is the same one (size, mtime, inode): a search trains many times."""
+    stat = path.stat()
+    return _read_dataset(str(path.resolve()), (stat.st_size, stat.st_mtime_ns, stat.st_ino))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_dataset(path: str, identity: tuple[int, int, int]):
+    data = Path(path).read_bytes()
+    tensors, recorded = parse_dataset(data, Path(path))
+    return tensors, recorded, hashlib.md5(data).hexdigest()
 
 
 def param_changes(recorded: Mapping[str, Any] | None, expected: Mapping[str, Any]) -> str:

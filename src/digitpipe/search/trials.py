@@ -96,6 +96,7 @@ class Objective:
             raise
         finally:
             shutil.rmtree(self.work_dir / f"trial-{trial.number}", ignore_errors=True)
+        trial.set_user_attr("fit_seconds", round(float(result.metrics["fit_seconds"]), 3))
         return float(result.metrics[SCORE])
 
     def trial_config(self, trial, point: dict) -> DictConfig:

@@ -19,7 +19,8 @@ def main() -> int:
     summary = json.loads(summary_path.read_text())
     if not summary.get("best"):
         raise DataError(f"{summary_path} names no best trial; run the search stage first")
-    overrides = winner_overrides(summary["best"], summary["study"], Path("winner"), summary.get("mlflow_run_id"))
+    best, parent = summary["best"], summary.get("mlflow_run_id")
+    overrides = winner_overrides(best, summary["study"], Path("winner"), parent)
     for script in ("train.py", "evaluate.py"):
         done = subprocess.run([sys.executable, str(PROJECT / "src" / script), *overrides], cwd=HERE)
         if done.returncode:

@@ -228,14 +228,14 @@ def _exists(url: str) -> bool:
 def test_sigterm_fails_the_running_trial_exits_in_seconds_and_the_same_command_continues(ws):
     slow = "+callbacks.slow._target_=tests.support.SlowSteps"
     command = search_command(ws, "search.n_trials=2", "+search.space.optimizer.lr={choices:[0.003]}",
-                             "search.pruner=none", slow)  # fmt: skip
+                             "search.pruner=none", slow, "+callbacks.slow.seconds=0.4")  # fmt: skip
     url = f"sqlite:///{ws.project / 'optuna.db'}"
     process = subprocess.Popen(command, cwd=ws.project, env=user_env(ws.env()), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
         wait_for(lambda: (ws.project / "optuna.db").exists() and _exists(url) and any(
             t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in study_of(url).trials),
-            timeout=180, what="a trial in training")  # fmt: skip
+            timeout=300, what="a trial in training")  # fmt: skip
         time.sleep(1.0)
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)

@@ -3,6 +3,7 @@ storage and on a real PostgreSQL, pruned, failed, killed, signalled, rerun; what
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import optuna
 import psutil
 import pytest
 from mlflow import MlflowClient
+from sqlalchemy.pool import NullPool
 
 from ..conftest import Tiny, free_port, run_cli, user_env
 from .workspace import Workspace
@@ -42,8 +44,15 @@ def run_search(ws: Workspace, *extra: str) -> subprocess.CompletedProcess:
     return run_cli(search_command(ws, *extra), cwd=ws.project, env=ws.env())
 
 
+@functools.cache
+def storage_of(url: str) -> optuna.storages.RDBStorage:
+    """One storage per URL, holding no connection between reads: the tests poll the study many
+    times, and a new pooled engine per poll ran a PostgreSQL out of its 100 connections in CI."""
+    return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
+
+
 def study_of(url: str, name: str = "tiny") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=url)
+    return optuna.load_study(study_name=name, storage=storage_of(url))
 
 
 def runs(client: MlflowClient) -> list:

@@ -80,3 +80,33 @@ def test_a_run_that_registered_nothing_changes_nothing(registry):
     assert promote_if_better(client, MODEL, run, 0.99) is None
     with pytest.raises(Exception, match="alias"):
         client.get_model_version_by_alias(MODEL, CHAMPION)
+
+
+def test_a_claim_overtaken_by_a_concurrent_stale_move_is_honoured(registry):
+    """Two evaluate stages at once: B read the champion before A's claim was written and moved the
+    alias to itself after A had. B's re-read finds A's claim and gives the alias back to A."""
+    from digitpipe.tracking.registry import EVALUATING, settle_champion
+
+    client, register = registry
+    old, _, b = register(), register(), register()
+    promote_if_better(client, MODEL, old, 0.98)
+    for version, acc, state in (("2", "0.99", EVALUATING), ("3", "0.985", CHAMPION)):
+        client.set_model_version_tag(MODEL, version, "test/acc", acc)
+        client.set_model_version_tag(MODEL, version, "status", state)
+    client.set_registered_model_alias(MODEL, CHAMPION, "3")  # B's stale move, after A's
+    holder, replaced = settle_champion(client, MODEL)
+    assert (str(holder.version), str(replaced.version)) == ("2", "3")
+    assert champion(client) == ("2", "0.99")
+    assert promote_if_better(client, MODEL, b, 0.985).endswith("@champion is version 2 (0.9900)")
+    assert status(client, "3") == "candidate"
+
+
+def test_a_version_put_back_by_hand_stays_the_champion_when_the_demoted_one_is_marked(registry):
+    client, register = registry
+    first, second, third = register(), register(), register()
+    promote_if_better(client, MODEL, first, 0.98)
+    promote_if_better(client, MODEL, second, 0.99)
+    client.set_registered_model_alias(MODEL, CHAMPION, "1")  # the documented roll-back:
+    client.set_model_version_tag(MODEL, "2", "status", "rejected")  # ... and the demoted one marked
+    assert "stays a candidate: @champion is version 1" in promote_if_better(client, MODEL, third, 0.975)
+    assert champion(client) == ("1", "0.98")

@@ -1,5 +1,10 @@
 """The model registry's `@champion` alias: it moves to a version only when that version's test
-accuracy beats the current champion's. Every registered version is a candidate until then."""
+accuracy beats the current champion's. Every registered version is a candidate until then.
+
+A version's `status` tag says where it stands: candidate, evaluating (its claim while evaluate
+decides), champion, former champion. To put an older version back by hand, move the alias and set
+the demoted version's status to anything but champion (docs/team.md).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from digitpipe.metric_names import TEST_ACC
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-CHAMPION = "champion"
+CHAMPION, EVALUATING = "champion", "evaluating"
+MAX_SETTLE_ROUNDS = 20
 STATUS_TAG, ACCURACY_TAG = "status", TEST_ACC
 
 
@@ -37,6 +43,36 @@ def version_accuracy(client: MlflowClient, version) -> float:
     return client.get_run(version.run_id).data.metrics.get(TEST_ACC, float("-inf"))
 
 
+def claims(client: MlflowClient, model_name: str) -> list:
+    """The versions with a claim on @champion: those being evaluated and those that took it."""
+    versions = client.search_model_versions(f"name = '{model_name}'", max_results=10_000)
+    return [v for v in versions if v.tags.get(STATUS_TAG) in (EVALUATING, CHAMPION)]
+
+
+def settle_champion(client: MlflowClient, model_name: str) -> tuple:
+    """Point @champion at the best of the current champion and every claiming version, and keep at it
+    until a fresh read agrees: returns (the champion, the version it replaced or None).
+
+    Safe with other evaluate stages settling at the same moment on one tracking server, which has no
+    compare-and-set: each writes its claim (status: evaluating, with its accuracy) before it reads, so
+    whoever moves the alias last reads every claim after its move, and moves it again if it is not
+    the best. Ties keep the champion; a champion chosen by hand is judged by its run's test/acc.
+    """
+    replaced = None
+    for _ in range(MAX_SETTLE_ROUNDS):
+        holder = champion_version(client, model_name)
+        contenders = claims(client, model_name)
+        if holder is not None:
+            contenders = [holder, *(v for v in contenders if str(v.version) != str(holder.version))]
+        best = max(contenders, key=lambda v: version_accuracy(client, v))  # max: the first of equals
+        if holder is not None and str(best.version) == str(holder.version):
+            return holder, replaced
+        client.set_registered_model_alias(model_name, CHAMPION, best.version)
+        if holder is not None and replaced is None:
+            replaced = holder
+    raise RuntimeError(f"@{CHAMPION} of {model_name} did not settle in {MAX_SETTLE_ROUNDS} rounds")
+
+
 def promote_if_better(client: MlflowClient, model_name: str, run_id: str, test_acc: float) -> str | None:
     """Record the run's version's test accuracy and move @champion to it if it beats the champion's.
 
@@ -45,18 +81,21 @@ def promote_if_better(client: MlflowClient, model_name: str, run_id: str, test_a
     version = run_version(client, model_name, run_id)
     if version is None:
         return None
-    client.set_model_version_tag(model_name, version.version, ACCURACY_TAG, str(test_acc))
-    this = f"{model_name} version {version.version} (test acc {test_acc:.4f})"
-    champion, replaced = champion_version(client, model_name), ""
-    if champion is not None and str(champion.version) != str(version.version):  # MLflow mixes int and str
+    mine = str(version.version)
+    client.set_model_version_tag(model_name, mine, ACCURACY_TAG, str(test_acc))
+    client.set_model_version_tag(model_name, mine, STATUS_TAG, EVALUATING)  # the claim, before reading
+    champion, replaced = settle_champion(client, model_name)
+    this = f"{model_name} version {mine} (test acc {test_acc:.4f})"
+    if str(champion.version) != mine:
+        client.set_model_version_tag(model_name, mine, STATUS_TAG, "candidate")
         best = version_accuracy(client, champion)
-        if test_acc <= best:
-            return f"{this} stays a candidate: @{CHAMPION} is version {champion.version} ({best:.4f})"
-        client.set_model_version_tag(model_name, champion.version, STATUS_TAG, "former champion")
-        replaced = f", replacing version {champion.version} ({best:.4f})"
-    client.set_registered_model_alias(model_name, CHAMPION, version.version)
-    client.set_model_version_tag(model_name, version.version, STATUS_TAG, CHAMPION)
-    return f"{this} is now models:/{model_name}@{CHAMPION}{replaced}"
+        return f"{this} stays a candidate: @{CHAMPION} is version {champion.version} ({best:.4f})"
+    client.set_model_version_tag(model_name, mine, STATUS_TAG, CHAMPION)
+    if replaced is None or str(replaced.version) == mine:
+        return f"{this} is now models:/{model_name}@{CHAMPION}"
+    client.set_model_version_tag(model_name, replaced.version, STATUS_TAG, "former champion")
+    best = version_accuracy(client, replaced)
+    return f"{this} is now models:/{model_name}@{CHAMPION}, replacing version {replaced.version} ({best:.4f})"
 
 
 def mark_candidate(client: MlflowClient, model_name: str, run_id: str) -> None:

@@ -16,6 +16,8 @@ from digitpipe.errors import exit_on_user_error
 from digitpipe.paths import resolve
 from digitpipe.serving.images import frame_digit, load_image
 from digitpipe.serving.network import pixel_classifier_from_checkpoint, top_digits
+from digitpipe.tracking import access
+from digitpipe.tracking.store import check_reachable, logged_in, store_failures, tracking_uri
 from digitpipe.train_outputs import BEST
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -34,7 +36,12 @@ def from_mlflow_model(uri: str, images: list[Path]) -> list[tuple[int, float]]:
 
     for path in images:
         load_image(path)  # a missing or unreadable file fails here, in one line naming it
-    model = mlflow.pyfunc.load_model(uri)
+    store = tracking_uri(None)  # MLflow's: $MLFLOW_TRACKING_URI, else the project's sqlite store
+    access.check_uri_has_no_password(store)
+    check_reachable(store)
+    mlflow.set_tracking_uri(store)
+    with store_failures(store, f"loading {uri}"):
+        model = logged_in(store, lambda: mlflow.pyfunc.load_model(uri))
     answers = model.predict(pd.DataFrame({"image": [path.read_bytes() for path in images]}))
     return list(zip(answers["digit"].tolist(), answers["probability"].tolist(), strict=True))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitpipe.atomic import file_digest
 from digitpipe.environment import DVC_EXP_NAME
 from digitpipe.paths import workspace_root
+from digitpipe.tracking import access
 from digitpipe.tracking.owner import Owner
 
 
@@ -74,8 +76,16 @@ def git_state() -> dict[str, str]:
 
 
 def run_tags() -> dict[str, str]:
-    """Git state, the DVC experiment, and the owning process (host, PID, start time)."""
-    tags = {**git_state(), **Owner.current().tags()}
+    """Git state, the DVC experiment, the owning process (host, PID, start time) and the user: the
+    tracking server's login where there is one (the UI's "User" column), else the local account."""
+    tags = {**git_state(), **Owner.current().tags(), "mlflow.user": access.user() or local_user()}
     if os.environ.get(DVC_EXP_NAME):
         tags["dvc.exp_name"] = os.environ[DVC_EXP_NAME]
     return tags
+
+
+def local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's UID with no passwd entry
+        return "unknown"

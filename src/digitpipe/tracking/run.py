@@ -15,6 +15,7 @@ from pathlib import Path
 
 from digitpipe.errors import TrackingError
 from digitpipe.interrupts import Interrupted
+from digitpipe.tracking import access
 from digitpipe.tracking.owner import Owner
 from digitpipe.tracking.store import Store
 from digitpipe.tracking.unsent import send_unsent
@@ -112,6 +113,8 @@ def close_dead_runs(client, experiment_ids: list[str] | None = None) -> list[str
 
     Runs of live processes, of other hosts and without owner tags are never touched.
     """
+    from mlflow.exceptions import MlflowException
+
     if experiment_ids is None:
         experiment_ids = [e.experiment_id for e in client.search_experiments()]
     if not experiment_ids:
@@ -121,8 +124,13 @@ def close_dead_runs(client, experiment_ids: list[str] | None = None) -> list[str
         owner = Owner.from_tags(run.data.tags)
         if owner is None or owner.is_alive() is not False:
             continue
-        when = time.strftime("%Y-%m-%d %H:%M:%S")
-        client.set_tag(run.info.run_id, END_REASON, f"{owner} ended without closing the run (found {when})")
-        client.set_terminated(run.info.run_id, "KILLED")
+        reason = f"{owner} ended without closing the run (found {time.strftime('%Y-%m-%d %H:%M:%S')})"
+        try:
+            client.set_tag(run.info.run_id, END_REASON, reason)
+            client.set_terminated(run.info.run_id, "KILLED")
+        except MlflowException as err:
+            if access.is_denied(err):  # another user's run on a shared host and server: theirs to close
+                continue
+            raise
         closed.append(run.info.run_id)
     return closed

@@ -7,17 +7,20 @@ import functools
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock
 
 from digitpipe.environment import MLFLOW_HTTP, MLFLOW_TRACKING_URI
 from digitpipe.errors import ConfigError, TrackingError
 from digitpipe.paths import project_root
+from digitpipe.tracking import access
+
+T = TypeVar("T")
 
 TRACKING_ENV = MLFLOW_TRACKING_URI
 
@@ -124,30 +127,56 @@ KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def open_store(mlflow_cfg: Mapping[str, Any]) -> Store:
-    """Reachable, tables created and migrated once, the experiment there: ready for concurrent runs."""
+    """Reachable, logged in with leave to log, tables created and migrated once, the experiment
+    there: ready for concurrent runs."""
     from mlflow import MlflowClient
 
     uri = tracking_uri(mlflow_cfg["tracking_uri"])
+    access.check_uri_has_no_password(uri)
     limit_http_retries(mlflow_cfg["http"])
     check_reachable(uri)
     name = mlflow_cfg["experiment_name"]
     with store_lock(uri):
         client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name(name)  # creates/migrates the tracking tables
+        experiment = logged_in(uri, lambda: client.get_experiment_by_name(name))  # creates/migrates tables
         client.search_registered_models(max_results=1)  # ... and the model registry's
         if experiment is None:
-            experiment_id = _create_experiment(client, name, artifact_location(uri))
+            experiment = client.get_experiment(_create_experiment(client, name, artifact_location(uri)))
         elif experiment.lifecycle_stage == "deleted":
             raise ConfigError(
                 f"MLflow experiment {name!r} is deleted in {uri}; restore it "
                 f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
                 "or choose another mlflow.experiment_name"
             )
-        else:
-            experiment_id = experiment.experiment_id
-            if KIND_TAG not in experiment.tags:  # made by an older version, or outside the project
-                client.set_experiment_tag(experiment_id, KIND_TAG, TRAINING_KIND)
-    return Store(uri, experiment_id)
+        elif KIND_TAG not in experiment.tags:  # made by an older version, or outside the project
+            client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
+    if is_server(uri):  # users and permissions: only a tracking server has them
+        access.check_can_log(client, uri, experiment)
+        if model_name := mlflow_cfg.get("registered_model_name"):
+            access.check_can_register(client, uri, model_name)
+        note_local_history(uri)
+    return Store(uri, experiment.experiment_id)
+
+
+@functools.cache  # once per process (a search opens the store per trial)
+def note_local_history(uri: str) -> None:
+    """The project's own store is not copied to a tracking server (docs/team.md): say so once."""
+    local = project_root() / "mlflow.db"
+    if local.exists():
+        print(f"note: logging to {uri}; this project's earlier runs stay in sqlite:///{local} "
+              "(a tracking server starts empty: docs/team.md)", flush=True)  # fmt: skip
+
+
+def logged_in(uri: str, first_request: Callable[[], T]) -> T:
+    """The first request to a store; a server that refuses the login says so in one line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return first_request()
+    except MlflowException as err:
+        if (line := access.login_error(uri, err)) is not None:
+            raise line from err
+        raise
 
 
 def _create_experiment(client, name: str, location: str | None) -> str:

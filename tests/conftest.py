@@ -198,8 +198,9 @@ def git(cwd: Path, *args: str) -> str:
 
 def user_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a user in this virtual environment (its bin/ first on PATH, so `python`,
-    `dvc`, `uvicorn` are this install's), without the outer MNIST_MIRROR / MLFLOW_TRACKING_URI."""
-    base = {k: v for k, v in os.environ.items() if k not in ("MNIST_MIRROR", "MLFLOW_TRACKING_URI")}
+    `dvc`, `uvicorn` are this install's), without the outer MNIST_MIRROR and MLflow server and login."""
+    outer = ("MNIST_MIRROR", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    base = {k: v for k, v in os.environ.items() if k not in outer}
     base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
     return {**base, **(env or {})}
 

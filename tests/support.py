@@ -110,3 +110,18 @@ class SlowSteps(L.Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class RunOnce(L.Callback):
+    """Runs `bash script` at a given epoch and batch, once per `marker` file: a fault from outside
+    the training (a database stopped under its tracking server) at a known moment."""
+
+    def __init__(self, script: str, epoch: int, batch: int = 0, marker: str = "ran") -> None:
+        self.script, self.epoch, self.batch, self.marker = script, epoch, batch, Path(marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch) and not self.marker.exists():
+            import subprocess
+
+            subprocess.run(["bash", self.script], check=True)
+            self.marker.write_text(str(os.getpid()))

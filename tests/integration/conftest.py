@@ -25,3 +25,14 @@ def postgres():
     yield server
     server.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def team(postgres, tmp_path_factory, request):
+    """docs/team.md's server (PostgreSQL, S3, basic auth) for the tests of one file, with its users."""
+    from .team import start_team_server
+
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    server = start_team_server(tmp_path_factory.mktemp("team"), postgres, name)
+    yield server
+    server.stop()

@@ -93,8 +93,10 @@ class TeamServer:
         """An MlflowClient as `user` (MLflow reads the login from the environment per request)."""
         from mlflow import MlflowClient
 
-        os.environ.update(self.env(user))
-        return MlflowClient(self.url)
+        login = self.env(user)
+        del login["MLFLOW_TRACKING_URI"]  # given to the client: in os.environ it would outlive a
+        os.environ.update(login)  # module's fixture (the autouse restore runs per test) and send
+        return MlflowClient(self.url)  # a later in-process train() to a stopped server
 
     def bucket_keys(self) -> list[str]:
         s3 = s3_client(self.s3)
@@ -109,7 +111,7 @@ class TeamServer:
     def stop(self) -> None:
         for process in reversed(self.processes):
             stop(process)
-        for variable in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             os.environ.pop(variable, None)
 
 

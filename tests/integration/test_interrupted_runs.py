@@ -29,7 +29,12 @@ def test_a_training_killed_by_sigkill_resumes_in_its_own_run_exactly_as_if_never
     )
     resumed = ws.train(signal="SIGKILL")  # the same command
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming run {run.info.run_id} from " in resumed.stdout
+    lines = resumed.stdout.splitlines()
+    (said,) = [i for i, line in enumerate(lines) if line.startswith(f"resuming run {run.info.run_id} from ")]
+    assert lines[said].endswith(  # resume=auto is the default: the way to start afresh, on the first screen
+        "(resume=auto found it interrupted, with this config and code; resume=false starts a new run)"
+    )
+    assert said < 20, lines[:said]
     (run,) = ws.runs()
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
     history = (ws.project / "reports" / "history.csv").read_text().splitlines()

@@ -69,8 +69,16 @@ def open_run(cfg: DictConfig, plan: Plan) -> TrackedRun:
             return TrackedRun.create(store, run_name(cfg), {**run_tags(), **parent_tags(), **extra_tags(cfg)})
         run, sent = TrackedRun.reopen(store, plan.run_dir.run_id, plan.run_dir.unsent)
     unsent = f" ({sent} unsent metrics sent)" if sent else ""
-    print(f"resuming run {run.run_id} from {plan.checkpoint}{unsent}")
+    print(f"resuming run {run.run_id} from {plan.checkpoint}{unsent}{why_resumed(cfg.resume)}", flush=True)
     return run
+
+
+def why_resumed(mode) -> str:
+    """resume=auto (the default) continues a training the user may have meant to start again: say
+    so, with the override that does."""
+    if mode != "auto":
+        return ""  # resume=true or a run id: asked for
+    return " (resume=auto found it interrupted, with this config and code; resume=false starts a new run)"
 
 
 def extra_tags(cfg: DictConfig) -> dict[str, str]:

@@ -30,5 +30,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    preflight(CONFIG_DIR)
+    preflight(CONFIG_DIR, "search_config")
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -38,6 +39,59 @@ def check_group_choices(args: list[str], config_dir: Path) -> None:
             if value is not None and str(value) not in (*choices, "null"):
                 key, valid = override.key_or_group, ", ".join(choices)
                 raise ConfigError(f"{key}={value} is not a known choice; choose one of: {valid}")
+
+
+def check_known_keys(args: list[str], config_dir: Path, config_name: str) -> None:
+    """Reject an override of a key the config does not have (`foo=1`, `optimizer.learning_rate=0.1`)
+    in one line naming the nearest known keys and the `+key=value` that adds a new one.
+
+    Hydra would also refuse it, in seven lines ending "Set the environment variable HYDRA_FULL_ERROR".
+    The config is composed with the command line's group choices (optimizer=adam has its own keys).
+    """
+    if option(args, "-cn", "--config-name") or option(args, "-cd", "--config-dir"):
+        return  # a stage on params.yaml: DVC passes no key overrides
+    parser = OverridesParser.create()
+    groups, keys = [], []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # a syntax error: Hydra reports those itself
+            continue
+        name = override.key_or_group
+        if override.package is not None or name.startswith("hydra.") or not name[:1].isalpha():
+            continue
+        sweep = override.is_sweep_override()
+        if (config_dir / name).is_dir():
+            first = next(override.sweep_string_iterator()) if sweep else override.get_value_element_as_str()
+            groups.append(f"{name}={first}")
+        elif override.type.name == "CHANGE":  # not +key (add), ++key (force) or ~key (delete)
+            keys.append(name)
+    if not keys:
+        return
+    composed = compose_flat_keys(config_dir, config_name, groups)
+    for key in keys:
+        if key not in composed:
+            near = difflib.get_close_matches(key, composed, n=3, cutoff=0.6)
+            hint = f"the nearest known keys: {', '.join(near)}" if near else "--cfg job prints every key"
+            raise ConfigError(f"{key} is not a config key ({hint}); to add a new key, write +{key}=...")
+
+
+def compose_flat_keys(config_dir: Path, config_name: str, overrides: list[str]) -> list[str]:
+    """Every dotted key (and every key that holds others) of the composed config."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
+        config = OmegaConf.to_container(compose(config_name, overrides=overrides), resolve=False)
+
+    def walk(node: Any, prefix: str) -> list[str]:
+        if not isinstance(node, dict):
+            return []
+        return [k for key, value in node.items() for k in (f"{prefix}{key}", *walk(value, f"{prefix}{key}."))]
+
+    return walk(config, "")
 
 
 def option(args: list[str], short: str, long: str) -> str | None:
@@ -90,9 +144,10 @@ def check_params_current(args: list[str], config_dir: Path) -> None:
     )
 
 
-def preflight(config_dir: Path) -> None:
+def preflight(config_dir: Path, config_name: str = "config") -> None:
     """Checks on the command line that must fail before Hydra starts (exit 2, one line)."""
     exit_on_user_error(check_group_choices)(sys.argv[1:], config_dir)
+    exit_on_user_error(check_known_keys)(sys.argv[1:], config_dir, config_name)
     exit_on_user_error(check_params_current)(sys.argv[1:], config_dir)
 
 

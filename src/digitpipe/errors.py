@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from digitpipe.interrupts import Interrupted
@@ -57,6 +60,7 @@ def exit_on_user_error(func: Callable[..., T]) -> Callable[..., T]:
         try:
             return func(*args, **kwargs)
         except UserError as err:
+            discard_silent_hydra_run()
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
         except Interrupted as stop:
@@ -64,3 +68,25 @@ def exit_on_user_error(func: Callable[..., T]) -> Callable[..., T]:
             sys.exit(stop.exit_code)
 
     return wrapper
+
+
+def discard_silent_hydra_run() -> None:
+    """A refused `python src/<stage>.py` leaves no Hydra run directory (outputs/<date>/<time>/):
+    Hydra makes it before the stage's checks run. Only one that holds nothing but Hydra's own
+    .hydra/ and empty logs is removed, with the folders above it in the working directory that
+    are then empty (outputs/<date>/, outputs/)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+        return
+    run = Path(HydraConfig.get().runtime.output_dir)
+    entries = list(run.iterdir()) if run.is_dir() else []
+    if not all(e.name == ".hydra" or (e.suffix == ".log" and e.stat().st_size == 0) for e in entries):
+        return  # a log with something in it, or a directory also used for other things: kept
+    shutil.rmtree(run, ignore_errors=True)
+    for parent in run.resolve().parents:
+        if parent == Path.cwd().resolve() or Path.cwd().resolve() not in parent.parents:
+            break
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only if empty

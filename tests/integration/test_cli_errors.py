@@ -42,6 +42,25 @@ def test_a_bad_setting_stops_train_before_any_work(project):
     assert written_outputs(project) == [] and not (project / "mlflow.db").exists()
 
 
+def test_an_unknown_key_is_one_line_naming_the_nearest_and_leaves_no_hydra_run_directory(project):
+    result = run_cli(["python", "src/train.py", "trainer.max_epoch=1"], cwd=project)
+    assert_one_clear_line(result, "trainer.max_epoch is not a config key (the nearest known keys: "
+                          "trainer.max_epochs", "write +trainer.max_epoch=...")  # fmt: skip
+    assert not (project / "outputs").exists() and not (project / "mlflow.db").exists()
+
+
+def test_a_setting_refused_inside_the_hydra_job_leaves_no_run_directory(project):
+    result = run_cli(["python", "src/train.py", "trainer.max_epochs=0"], cwd=project)
+    assert_one_clear_line(result, "trainer.max_epochs=0 is invalid")
+    assert not (project / "outputs").exists() and written_outputs(project) == []
+
+
+def test_an_output_directory_that_cannot_be_made_is_named(project):
+    result = run_cli(["python", "src/train.py", "paths.model_dir=/proc/x/models"], cwd=project)
+    assert_one_clear_line(result, "error: cannot create /proc/x/models/: /proc/ takes no new files (")
+    assert not (project / "outputs").exists() and written_outputs(project) == []
+
+
 def test_an_unknown_choice_in_a_sweep_stops_it_before_hydra_starts(project):
     result = run_cli(["python", "src/train.py", "-m", "optimizer=adam,adagrad"], cwd=project)
     assert_one_clear_line(result)

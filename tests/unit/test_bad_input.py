@@ -11,7 +11,7 @@ import hashlib
 import pytest
 import torch
 
-from digitpipe.cli import check_group_choices
+from digitpipe.cli import check_group_choices, check_known_keys
 from digitpipe.config import validate
 from digitpipe.data.download import MIRROR_ENV
 from digitpipe.data.source import dataset_source
@@ -55,6 +55,37 @@ def test_an_unknown_group_choice_lists_the_choices(args):
         check_group_choices(args, ROOT / "conf")
     choices = "adam, adamw, rmsprop, sgd"
     assert str(refused.value) == f"optimizer=adagrad is not a known choice; choose one of: {choices}"
+
+
+@pytest.mark.parametrize(
+    ("args", "config_name", "message"),
+    [
+        (["foo=1"], "config", "foo is not a config key (--cfg job prints every key); to add a new key, "
+                              "write +foo=..."),
+        (["optimizer.learning_rate=0.1"], "config", "optimizer.learning_rate is not a config key (the "
+         "nearest known keys: optimizer.lr, optimizer._target_, optimizer.weight_decay); to add a new key, "
+         "write +optimizer.learning_rate=..."),
+        (["-m", "model.activation=relu,tanh", "trainer.max_epoch=1"], "config", "trainer.max_epoch is not "
+         "a config key (the nearest known keys: trainer.max_epochs,"),
+        (["search.n_trial=3"], "search_config", "search.n_trial is not a config key (the nearest known "
+         "keys: search.n_trials,"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_is_one_line_naming_the_nearest_known_ones(args, config_name, message):
+    with pytest.raises(ConfigError) as refused:
+        check_known_keys(args, ROOT / "conf", config_name)
+    assert str(refused.value).startswith(message), str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["optimizer=adam", "optimizer.betas=[0.9,0.99]"],  # a key of the chosen group
+     ["experiment=fast", "trainer.max_epochs=3"], ["+trainer.limit_train_batches=2"],
+     ["~callbacks.channels_last"], ["hydra.run.dir=elsewhere"], ["-m", "optimizer=adam,sgd", "seed=1,2"],
+     ["-cd", ".", "-cn", "params"]],
+)  # fmt: skip
+def test_known_keys_additions_removals_and_hydra_settings_pass(args):
+    check_known_keys(args, ROOT / "conf", "config")
 
 
 @pytest.fixture

@@ -22,9 +22,12 @@ def check_writable(directories: Iterable[Path]) -> None:
             with tempfile.TemporaryDirectory(dir=existing):
                 pass
         except OSError as err:
+            fault = f"cannot write to {existing}/" if existing == directory else (
+                f"cannot create {directory}/: {existing}/ takes no new files"
+            )  # fmt: skip
             raise OutputError(
-                f"cannot write to {existing}/ ({err.strerror or err}); make it writable or point the "
-                "corresponding paths.* setting elsewhere"
+                f"{fault} ({err.strerror or err}); make it writable or point the corresponding paths.* "
+                "setting elsewhere"
             ) from err
 
 

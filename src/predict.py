@@ -17,7 +17,13 @@ from digitpipe.paths import resolve
 from digitpipe.serving.images import frame_digit, load_image
 from digitpipe.serving.network import pixel_classifier_from_checkpoint, top_digits
 from digitpipe.tracking import access
-from digitpipe.tracking.store import check_reachable, logged_in, store_failures, tracking_uri
+from digitpipe.tracking.store import (
+    check_reachable,
+    check_sqlite_file,
+    logged_in,
+    store_failures,
+    tracking_uri,
+)
 from digitpipe.train_outputs import BEST
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -39,6 +45,7 @@ def from_mlflow_model(uri: str, images: list[Path]) -> list[tuple[int, float]]:
     store = tracking_uri(None)  # MLflow's: $MLFLOW_TRACKING_URI, else the project's sqlite store
     access.check_uri_has_no_password(store)
     check_reachable(store)
+    check_sqlite_file(store)
     mlflow.set_tracking_uri(store)
     with store_failures(store, f"loading {uri}"):
         model = logged_in(store, lambda: mlflow.pyfunc.load_model(uri))

@@ -3,11 +3,12 @@ written. (Every case of the kind is checked in-process, for its message: tests/u
 test_load_classifier.py, test_images.py, test_download.py.)"""
 
 import pickle
+import shutil
 
 import pytest
 
 from ..artifacts import RunsACommand, black_png
-from ..conftest import copy_project, run_cli
+from ..conftest import copy_project, run_cli, write_mirror
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +95,37 @@ def test_predict_refuses_a_checkpoint_that_would_run_code_without_running_it(pro
     assert_one_clear_line(result, f"error: {checkpoint} {fault}", "python src/train.py")
     assert "weights_only" not in result.stderr and result.stdout == ""
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize(
+    ("script", "how"),
+    [("train.py", "truncated"), ("train.py", "header zeroed"), ("evaluate.py", "pages overwritten"),
+     ("runs.py", "truncated"), ("search.py", "header zeroed")],
+)  # fmt: skip
+def test_a_damaged_mlflow_db_is_one_line_naming_it_and_the_fix_and_left_as_it_was(project, tiny, script, how):
+    from mlflow import MlflowClient
+
+    from ..unit.test_store import damage
+
+    database = project / "mlflow.db"
+    if script == "evaluate.py":  # a trained model, then the store damaged
+        mirror = {"MNIST_MIRROR": str(write_mirror(project.parent / "mirror", tiny.raw))}
+        trained = run_cli(["python", "src/train.py", *tiny.overrides()], cwd=project, env=mirror, timeout=300)
+        assert trained.returncode == 0, trained.stderr[-2000:]
+        shutil.rmtree(project / "mlruns")
+        evaluated_before = sorted(p.name for p in (project / "reports").iterdir())
+    else:
+        MlflowClient(f"sqlite:///{database}").create_experiment("earlier work")
+    damage(database, how)
+    before = database.read_bytes()
+    args = [*tiny.overrides(), "search.n_trials=1"] if script == "search.py" else tiny.overrides()
+    result = run_cli(["python", f"src/{script}", *args], cwd=project, timeout=300)
+    assert_one_clear_line(result, f"error: {database} is not a readable MLflow store (",
+                          f"restore it from a backup, or move it aside (mv {database} {database}.damaged)",
+                          chatter=True)  # fmt: skip
+    assert database.read_bytes() == before
+    assert not (project / "mlruns").exists() and not (project / "optuna.db").exists()
+    if script == "evaluate.py":
+        assert sorted(p.name for p in (project / "reports").iterdir()) == evaluated_before  # no metrics.json
+    elif script != "train.py":  # (train prepares missing data first)
+        assert written_outputs(project) == []

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from mlflow import MlflowClient
 
-from digitpipe.tracking.store import KIND_TAG, open_store
+from digitpipe.errors import TrackingError
+from digitpipe.tracking.store import KIND_TAG, check_sqlite_file, open_store
 
 from ..conftest import compose_config
 
@@ -30,3 +34,45 @@ def test_an_older_experiment_gets_the_kind_and_a_kind_chosen_in_the_ui_is_kept(s
     assert client.get_experiment(older).tags[KIND_TAG] == "custom_model_development"
     open_store(store_config(sqlite_store, "genai"))
     assert client.get_experiment(chosen).tags[KIND_TAG] == "genai_development"
+
+
+def damage(path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "header zeroed":
+        data[:100] = bytes(100)
+    else:  # pages overwritten in the middle: a header that still says SQLite
+        middle = len(data) // 2
+        data[middle : middle + 8192] = b"\xa5" * 8192
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "header zeroed", "pages overwritten"])
+def test_a_damaged_sqlite_store_is_one_line_naming_the_file_and_the_fix_and_left_untouched(sqlite_store, how):
+    database = Path(sqlite_store.removeprefix("sqlite:///"))
+    MlflowClient(sqlite_store).create_experiment("earlier work")  # a store with something in it
+    damage(database, how)
+    before = database.read_bytes()
+    with pytest.raises(TrackingError) as refused:
+        open_store(store_config(sqlite_store))
+    message = str(refused.value)
+    assert message.startswith(f"{database} is not a readable MLflow store (") and "\n" not in message
+    assert any(w in message for w in ("malformed", "not a database")), message
+    assert message.endswith(f"restore it from a backup, or move it aside (mv {database} {database}.damaged)"
+                            " to start a new, empty store there")  # fmt: skip
+    assert database.read_bytes() == before
+    assert sorted(p.name for p in database.parent.iterdir()) == ["mlflow.db"]  # no lock, journal or mlruns
+
+
+def test_the_check_passes_a_sound_store_that_another_process_is_writing(sqlite_store):
+    import sqlite3
+
+    MlflowClient(sqlite_store).create_experiment("earlier work")
+    writer = sqlite3.connect(sqlite_store.removeprefix("sqlite:///"))
+    writer.execute("BEGIN IMMEDIATE")  # mid-write (a reserved lock), as a running training may be
+    try:
+        check_sqlite_file(sqlite_store)  # reads, does not fail, and does not wait for the writer
+    finally:
+        writer.rollback()
+        writer.close()

@@ -38,6 +38,9 @@ def search(
         raise ConfigError(
             f"search.workers and search.n_trials must be at least 1, not {s.workers} and {s.n_trials}"
         )
+    from digitpipe.tracking.store import check_sqlite_file, tracking_uri
+
+    check_sqlite_file(tracking_uri(cfg.mlflow.tracking_uri))  # a damaged store: before the study exists
     with interrupts.handled():
         # storage errors: before any MLflow run; the study's identity: its space and the fixed
         # overrides that change a result (not where runs are logged)

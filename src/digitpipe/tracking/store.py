@@ -97,6 +97,42 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(database).resolve() if database else None
 
 
+def check_sqlite_file(uri: str) -> None:
+    """A damaged sqlite store (truncated, its header overwritten) is one line naming the file and
+    the fix, before MLflow opens it (its error is a long traceback that names neither). Read-only:
+    the file is left as it is, and no store is made in its place."""
+    database = sqlite_path(uri)
+    if database is None or not database.is_file() or database.stat().st_size == 0:
+        return  # no store yet (or an empty file): MLflow makes one
+    stat = database.stat()
+    fault = sqlite_fault(str(database), stat.st_mtime_ns, stat.st_size)
+    if fault:
+        raise TrackingError(
+            f"{database} is not a readable MLflow store ({fault}); restore it from a backup, or move "
+            f"it aside (mv {database} {database}.damaged) to start a new, empty store there"
+        )
+
+
+@functools.lru_cache(maxsize=8)  # per file version: a search opens the store once per trial
+def sqlite_fault(database: str, mtime_ns: int, size: int) -> str | None:
+    """What is wrong with a sqlite file (SQLite's own words), else None."""
+    import sqlite3
+    import urllib.parse
+
+    with open(database, "rb") as file:
+        if file.read(16) != b"SQLite format 3\x00":
+            return "file is not a database: its SQLite header is missing"
+    try:
+        uri = f"file:{urllib.parse.quote(database)}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as connection:
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as err:
+        if "locked" in str(err):
+            return None  # busy, not damaged: MLflow waits for it in its own way
+        return str(err)
+    return None if problems == ["ok"] else f"database disk image is malformed: {'; '.join(problems)}"
+
+
 def store_lock(uri: str) -> AbstractContextManager:
     """A lock beside a sqlite store: MLflow creates and migrates its tables on first use, and two
     processes doing that at once fail (`duplicate column name`)."""
@@ -135,6 +171,7 @@ def open_store(mlflow_cfg: Mapping[str, Any]) -> Store:
     access.check_uri_has_no_password(uri)
     limit_http_retries(mlflow_cfg["http"])
     check_reachable(uri)
+    check_sqlite_file(uri)
     name = mlflow_cfg["experiment_name"]
     with store_lock(uri):
         client = MlflowClient(uri)

@@ -31,7 +31,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def from_checkpoint(checkpoint: Path, images: list[Path]) -> list[tuple[int, float]]:
     model = pixel_classifier_from_checkpoint(checkpoint)
-    pixels = torch.stack([frame_digit(load_image(path)) for path in images])
+    pixels = torch.stack([frame_digit(load_image(path), str(path)) for path in images])
     with torch.no_grad():
         return top_digits(model(pixels))
 

@@ -85,3 +85,23 @@ def test_a_row_with_both_an_image_and_pixels_is_refused(model):
 def test_no_rows_get_no_answers_with_the_answer_columns(model):
     answers = model.predict(None, pd.DataFrame({"pixels": []}))
     assert len(answers) == 0 and list(answers.columns) == ["digit", "probability", "probabilities"]
+
+
+@pytest.mark.parametrize("columns", [{"foo": [1]}, {"Image": [b"x"]}, {}])
+def test_a_request_with_no_known_column_is_refused_naming_the_columns(model, columns):
+    with pytest.raises(MlflowException) as caught:
+        model.predict(None, pd.DataFrame(columns))
+    assert caught.value.get_http_status_code() == 400
+    assert caught.value.message.startswith("the request has neither an `image` column (a PNG/JPEG file's "
+                                           "bytes, base64 in JSON) nor a `pixels` column (28x28")  # fmt: skip
+
+
+def test_a_request_over_the_row_limit_is_refused_before_any_row_is_read(model, monkeypatch):
+    from digitpipe.serving import pyfunc_model
+
+    monkeypatch.setattr(pyfunc_model, "MAX_ROWS", 3)
+    with pytest.raises(MlflowException) as caught:
+        model.predict(None, pd.DataFrame({"image": [b"not read"] * 4}))
+    assert caught.value.message == (
+        "the request has 4 rows, over the limit of 3; send them in smaller requests"
+    )

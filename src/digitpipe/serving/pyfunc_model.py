@@ -31,6 +31,7 @@ from digitpipe.serving.network import top_digits
 
 NETWORK = "network"  # the artifact holding the PixelClassifier, exported (.pt2)
 IMAGE, PIXELS = "image", "pixels"
+MAX_ROWS = 1000  # per request (docs/operations.md); each image is decoded and framed in turn
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.binary, IMAGE, required=False),
@@ -50,7 +51,8 @@ def row_pixels(row: pd.Series, number: int) -> torch.Tensor:
     if not is_missing(image) and not is_missing(pixels):
         raise DataError(f"row {number}: both `{IMAGE}` and `{PIXELS}` given; send one")
     if not is_missing(image):
-        return frame_digit(decode_bytes(bytes(image), f"row {number}'s image"))
+        name = f"row {number}'s image"
+        return frame_digit(decode_bytes(bytes(image), name), name)
     if is_missing(pixels):
         raise DataError(f"row {number}: neither `{IMAGE}` (PNG/JPEG bytes) nor `{PIXELS}` (28x28) given")
     return torch.from_numpy(pixel_array(pixels, number))
@@ -77,6 +79,20 @@ def pixel_array(pixels: Any, number: int) -> np.ndarray:
     return array
 
 
+def check_request(model_input: pd.DataFrame) -> None:
+    """A request names at least one known column and holds at most MAX_ROWS rows. (MLflow's schema
+    enforcement drops columns it does not know, `Image` or `foo`, and both columns are optional, so
+    without this a typo would be answered 200 with no predictions.)"""
+    if not {IMAGE, PIXELS} & set(model_input.columns):
+        raise DataError(
+            f"the request has neither an `{IMAGE}` column (a PNG/JPEG file's bytes, base64 in JSON) nor a "
+            f"`{PIXELS}` column (28x28 integers 0..255); columns of other names are not read"
+        )
+    if len(model_input) > MAX_ROWS:
+        raise DataError(f"the request has {len(model_input):,} rows, over the limit of {MAX_ROWS:,}; "
+                        "send them in smaller requests")  # fmt: skip
+
+
 def answers(probabilities: torch.Tensor) -> pd.DataFrame:
     digits = top_digits(probabilities)
     return pd.DataFrame({
@@ -92,6 +108,7 @@ class DigitModel(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         try:
+            check_request(model_input)
             pixels = [row_pixels(row, i) for i, (_, row) in enumerate(model_input.iterrows())]
         except DataError as err:  # the client's mistake: a 400 with the message, not a 500
             raise MlflowException(str(err), INVALID_PARAMETER_VALUE) from err

@@ -132,7 +132,14 @@ def _watchdog(read_fd: int, grace_s: float, stop: threading.Event) -> None:
         os.close(read_fd)
 
 
+_exiting = threading.Lock()
+
+
 def _hard_exit(signum: int, why: str) -> None:
+    """Once per process: the main thread's handler and the watchdog may both see a second signal,
+    and a second caller would print the line again while the first exits."""
+    if not _exiting.acquire(blocking=False):
+        threading.Event().wait()  # the other caller is ending the process
     name = signal.Signals(signum).name
     print(f"error: {why} {name}: exiting now, without cleanup", file=sys.stderr, flush=True)
     os._exit(128 + signum)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
+import tempfile
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -11,7 +14,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric
 from omegaconf import DictConfig
 
-from digitpipe import atomic
+from digitpipe import atomic, interrupts
 from digitpipe.data.datamodule import DigitsDataModule, scale_images
 from digitpipe.data.source import dataset_source
 from digitpipe.errors import TrackingError
@@ -29,6 +32,21 @@ from digitpipe.train_outputs import BEST, training_run_id
 
 
 def run_evaluate(cfg: DictConfig) -> Evaluation:
+    """Test the model, then publish as one set: figures into the run, then (with SIGINT/SIGTERM held
+    back) its test metrics, the registry's verdict and the reports/ files. Interrupted before that,
+    nothing says the model was tested: reports/ is as it was and the run has no test metrics."""
+    with interrupts.handled():
+        try:
+            return evaluate_and_publish(cfg)
+        except interrupts.Interrupted as stop:
+            stop.detail = (
+                "nothing of this evaluation was published (reports/ as it was, no test metrics in the "
+                "run); run it again"
+            )
+            raise
+
+
+def evaluate_and_publish(cfg: DictConfig) -> Evaluation:
     checkpoint = resolve(cfg.paths.model_dir) / BEST
     model = load_classifier(checkpoint)
     run_id = training_run_id(resolve(cfg.paths.run_info), checkpoint)  # what the train stage published
@@ -41,14 +59,19 @@ def run_evaluate(cfg: DictConfig) -> Evaluation:
     images = scale_images(test.images)
     logits = predict_logits(model, images, d.eval_batch_size)
     result = evaluate_logits(logits, test.labels, d.num_classes)
-    write_reports(cfg, result, logits.argmax(dim=1), test.labels)
+    reports = report_files(cfg, result, logits.argmax(dim=1), test.labels)
     figures = build_figures(cfg, model, result, images, test.images, test.labels, logits.softmax(dim=1))
-    log_to_run(store, run_id, cfg, result, figures)
-    if name := cfg.mlflow.registered_model_name:  # evaluate decides: the test metrics exist now
-        with store_failures(store.uri, "updating the model registry"):
-            verdict = promote_if_better(store.client, name, run_id, result.scalars[TEST_ACC])
-        if verdict:
-            print(verdict, flush=True)
+    with atomic.staged(reports) as commit:
+        logged = (cfg.paths.metrics, cfg.paths.per_class, cfg.paths.confusion_png)  # (not predictions.csv)
+        log_figures(store, run_id, figures, {resolve(p): reports[resolve(p)] for p in logged})
+        with interrupts.deferred():  # the set: the run's test metrics, the registry, reports/
+            log_metrics(store, run_id, result)
+            if name := cfg.mlflow.registered_model_name:  # evaluate decides: the test metrics exist now
+                with store_failures(store.uri, "updating the model registry"):
+                    verdict = promote_if_better(store.client, name, run_id, result.scalars[TEST_ACC])
+                if verdict:
+                    print(verdict, flush=True)
+            commit()
     return result
 
 
@@ -74,14 +97,23 @@ def build_figures(
     return figures
 
 
-def write_reports(cfg: DictConfig, result: Evaluation, preds: torch.Tensor, labels: torch.Tensor) -> None:
+def report_files(cfg: DictConfig, result: Evaluation, preds: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The evaluate stage's DVC outputs, by path: their bytes (written together, at the end)."""
     paths = cfg.paths
-    atomic.write_json(resolve(paths.metrics), {k: round(v, 6) for k, v in result.scalars.items()})
-    atomic.write_text(resolve(paths.per_class), atomic.csv_text(result.per_class, list(result.per_class[0])))
     pairs = [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, preds, strict=True)]
-    atomic.write_text(resolve(paths.predictions), atomic.csv_text(pairs, ("actual", "predicted")))
+    confusion = io.BytesIO()
     figure = confusion_figure(result.confusion)
-    atomic.write_with(resolve(paths.confusion_png), lambda tmp: figure.savefig(tmp, format="png"))
+    figure.savefig(confusion, format="png")
+    plt.close(figure)
+    texts = {
+        paths.metrics: atomic.json_text({k: round(v, 6) for k, v in result.scalars.items()}),
+        paths.per_class: atomic.csv_text(result.per_class, list(result.per_class[0])),
+        paths.predictions: atomic.csv_text(pairs, ("actual", "predicted")),
+    }
+    return {
+        **{resolve(p): text.encode() for p, text in texts.items()},
+        resolve(paths.confusion_png): confusion.getvalue(),
+    }
 
 
 def check_run_exists(store: Store, run_id: str) -> None:
@@ -99,17 +131,19 @@ def check_run_exists(store: Store, run_id: str) -> None:
             ) from err
 
 
-def log_to_run(
-    store: Store, run_id: str, cfg: DictConfig, result: Evaluation, figures: dict[str, Figure]
-) -> None:
-    """Metrics, reports and figures into the training's run, without touching its status."""
+def log_figures(store: Store, run_id: str, figures: dict[str, Figure], reports: dict[Path, bytes]) -> None:
+    """The figures and the report files into the training's run (evaluation/), not its status."""
     client = store.client
-    with store_failures(store.uri, "logging the evaluation"):
-        client.log_batch(
-            run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in result.scalars.items()]
-        )
-        for path in (cfg.paths.metrics, cfg.paths.per_class, cfg.paths.confusion_png):
-            client.log_artifact(run_id, str(resolve(path)), "evaluation")
+    with store_failures(store.uri, "logging the evaluation"), tempfile.TemporaryDirectory() as tmp:
         for name, figure in figures.items():
             client.log_figure(run_id, figure, f"figures/{name}")
             plt.close(figure)
+        for path, data in reports.items():
+            (Path(tmp) / path.name).write_bytes(data)
+        client.log_artifacts(run_id, tmp, "evaluation")
+
+
+def log_metrics(store: Store, run_id: str, result: Evaluation) -> None:
+    now = int(time.time() * 1000)
+    with store_failures(store.uri, "logging the evaluation"):
+        store.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in result.scalars.items()])

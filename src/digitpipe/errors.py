@@ -40,6 +40,8 @@ class OutputError(UserError):
 class TrackingError(UserError):
     """The MLflow store is unreachable, stopped answering, or holds something unexpected."""
 
+    store_answers = False  # True: a local write failed (a full disk) while the store still answers
+
 
 class DivergedError(UserError):
     """Training produced a non-finite loss or weights."""

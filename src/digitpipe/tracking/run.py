@@ -103,7 +103,7 @@ def recorded(run: TrackedRun | None) -> Iterator[TrackedRun | None]:
             run.kill(str(stop))
         raise
     except BaseException as err:
-        if run is not None and not isinstance(err, TrackingError):
+        if run is not None and (not isinstance(err, TrackingError) or err.store_answers):
             run.fail(f"{type(err).__name__}: {err}".splitlines()[0])
         raise
 

@@ -60,7 +60,11 @@ def store_failures(uri: str, doing: str, note: str = "") -> Iterator[None]:
         yield
     except (MlflowException, requests.RequestException, OSError) as err:
         reason = " ".join(str(err).split())[:200]
-        raise TrackingError(f"MLflow store {uri} failed while {doing} ({reason}){note}") from err
+        failure = TrackingError(f"MLflow store {uri} failed while {doing} ({reason}){note}")
+        # a local file that could not be written (a full or read-only artifact disk): the store
+        # itself still answers, so the run can be marked FAILED with the reason
+        failure.store_answers = isinstance(err, OSError) and not isinstance(err, requests.RequestException)
+        raise failure from err
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:

@@ -1,18 +1,20 @@
-"""The pipeline's first stage: `dvc repro` never runs on a params.yaml that conf/ no longer composes to.
+"""The pipeline's first stage (check_conf): what the stages run, checked, then written down.
 
-DVC reruns a stage when its params or deps change; an edit under conf/ changes neither until
-`dvc exp run` recomposes params.yaml. This stage depends on conf/ itself, so any edit there runs
-it: it passes when conf/ still composes to params.yaml (a comment, a formatting change) and
-otherwise stops `dvc repro` with one line naming the keys and the command to run.
+DVC reruns a stage when its params or deps change; a knob edited in conf/ reaches params.yaml only
+when `dvc exp run` recomposes it. This stage depends on conf/ itself, so any edit there runs it:
+where conf/'s knobs no longer compose to params.yaml it stops `dvc repro` with one line naming the
+keys and the command to run. Otherwise it writes conf/ with params.yaml's knobs, resolved, to
+reports/stage_config.yaml, which train and evaluate run on and depend on: an edited setting that is
+not a knob reruns them with its new value, and a comment reruns nothing.
 """
 
 from pathlib import Path
 
-from digitpipe.cli import check_params_current
+from digitpipe.cli import write_stage_config
 from digitpipe.errors import exit_on_user_error
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+PROJECT = Path(__file__).resolve().parent.parent
 
 if __name__ == "__main__":
-    exit_on_user_error(check_params_current)(["-cd", ".", "-cn", "params"], CONFIG_DIR)
-    print("conf/ composes to params.yaml")
+    written = exit_on_user_error(write_stage_config)(PROJECT)
+    print(f"params.yaml holds the knobs conf/ composes to; the stages run {written.relative_to(PROJECT)}")

@@ -120,9 +120,11 @@ def sqlite_store(tmp_path: Path, _migrated_store: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def compose_config(overrides: list[str] | None = None, config_dir: Path = ROOT / "conf") -> DictConfig:
+def compose_config(
+    overrides: list[str] | None = None, config_dir: Path = ROOT / "conf", config_name: str = "config"
+) -> DictConfig:
     with initialize_config_dir(str(config_dir), version_base="1.3"):
-        return compose("config", overrides=overrides or [])
+        return compose(config_name, overrides=overrides or [])
 
 
 # The one shrunk config every test trains with, on the generated files (Tiny): two short epochs
@@ -148,21 +150,32 @@ class Tiny:
 
     def shrink(self, project: Path, extra: dict[str, Any] | None = None) -> None:
         """Write the settings (and `extra` ones) into `project`'s conf/, then compose params.yaml as
-        `dvc exp run` does."""
+        `dvc exp run` does: the knobs among them into conf/tiny_knobs.yaml (last in the knobs, so
+        params.yaml holds them), the others into conf/tiny.yaml (last in conf/config.yaml)."""
         from dvc.utils.hydra import compose_and_dump
+        from omegaconf import OmegaConf
 
-        conf, nested = project / "conf", {}
+        from digitpipe.tracking.metadata import flatten_config
+
+        conf = project / "conf"
+        knobs = flatten_config(compose_config(config_dir=conf, config_name="dvc_params"))
+        nested: dict[str, dict] = {"knobs": {}, "other": {}}
         for key, value in self.settings(extra).items():
             *parents, leaf = key.split(".")
-            node = nested
+            node = nested["knobs" if key in knobs else "other"]
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = value
-        (conf / "tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(nested))
-        config = (conf / "config.yaml").read_text()
-        last = next(line for line in config.splitlines() if line.startswith("  - experiment:"))
-        (conf / "config.yaml").write_text(config.replace(last, f"{last}\n  - tiny"))
-        compose_and_dump(str(project / "params.yaml"), str(conf), None, "config", str(project), [])
+        for name, values, defaults, after in (
+            ("tiny_knobs", nested["knobs"], conf / "knobs" / "default.yaml", "  - /experiment:"),
+            ("tiny", nested["other"], conf / "config.yaml", "  - knobs:"),
+        ):
+            values = OmegaConf.to_container(OmegaConf.create(values))
+            (conf / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(values))
+            text = defaults.read_text()
+            line = next(line for line in text.splitlines() if line.startswith(after))
+            defaults.write_text(text.replace(line, f"{line}\n  - /{name}"))
+        compose_and_dump(str(project / "params.yaml"), str(conf), None, "dvc_params", str(project), [])
         if (project / ".git").is_dir():
             git(project, "add", "conf")  # a file git does not track is left out of DVC's experiments
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from digitpipe.cli import stage_config
 from digitpipe.errors import ConfigError, exit_on_user_error
 from digitpipe.study.cells import ARMS, Cell, cell_overrides
 
@@ -19,8 +20,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] not in ARMS or not argv[2].isdigit():
         raise ConfigError(f"usage: python cell.py <{'|'.join(ARMS)}> <activation> <seed>; got {argv}")
     study = yaml.safe_load((HERE / "params.yaml").read_text())["study"]
-    main_params = yaml.safe_load((HERE / PROJECT / "params.yaml").read_text())
-    overrides = cell_overrides(study, Cell(argv[0], argv[1], int(argv[2])), main_params, PROJECT)
+    main_config = stage_config(HERE / PROJECT)  # its data and split: those of the main pipeline
+    overrides = cell_overrides(study, Cell(argv[0], argv[1], int(argv[2])), main_config, PROJECT)
     for script in ("train.py", "evaluate.py"):
         done = subprocess.run([sys.executable, str(PROJECT / "src" / script), *overrides], cwd=HERE)
         if done.returncode:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from digitpipe import atomic
 from digitpipe.environment import DVC_EXP_NAME
 from digitpipe.errors import ConfigError, exit_on_user_error
 
@@ -112,27 +113,54 @@ def differing_keys(found: Any, expected: Any, prefix: str = "") -> list[tuple[st
     return [] if found == expected else [(prefix[:-1], found, expected)]
 
 
-def composed_config(config_dir: Path) -> dict:
-    """conf/ composed as `dvc exp run` composes it into params.yaml (no overrides)."""
+STAGE_CONFIG, KNOBS_CONFIG = "stage", "dvc_params"  # conf/stage.yaml, conf/dvc_params.yaml
+
+
+def composed_knobs(config_dir: Path) -> dict:
+    """The knobs conf/ composes to, as `dvc exp run` composes them into params.yaml (no overrides)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
-        return OmegaConf.to_container(compose("config"), resolve=True)
+        return OmegaConf.to_container(compose(KNOBS_CONFIG), resolve=True)
+
+
+def stage_config(project: Path) -> dict:
+    """The config the main pipeline's stages run (conf/config.yaml with params.yaml's knobs), resolved."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    root = project.resolve()
+    with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+        config = compose(STAGE_CONFIG, overrides=[f"hydra.searchpath=[file://{root}]"])
+    return OmegaConf.to_container(config, resolve=True)
+
+
+def write_stage_config(project: Path) -> Path:
+    """The pipeline's first stage: refuse a params.yaml that conf/'s knobs no longer compose to
+    (outside a DVC experiment), then write the whole config the later stages run, resolved, to
+    paths.stage_config. They depend on that file, so they rerun when a value changes, and a comment
+    or an unused file under conf/ reruns nothing."""
+    check_params_current(["-cd", os.path.relpath(project), "-cn", STAGE_CONFIG], project / "conf")
+    config = stage_config(project)
+    target = project / config["paths"]["stage_config"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(target, yaml.safe_dump(config, sort_keys=False))
+    return target
 
 
 def check_params_current(args: list[str], config_dir: Path) -> None:
-    """A stage run on params.yaml (`-cn params`, what dvc.yaml's commands do) outside a DVC
-    experiment must find there what conf/ composes to: `dvc repro` reads params.yaml, which only
-    `dvc exp run` rewrites, so an edited conf/ or a finished experiment's values would otherwise
+    """A stage run on params.yaml's knobs (`-cn stage`, what dvc.yaml's commands do) outside a DVC
+    experiment must find there the knobs conf/ composes to: `dvc repro` reads params.yaml, which only
+    `dvc exp run` rewrites, so an edited knob or a finished experiment's values would otherwise
     train silently."""
-    if option(args, "-cn", "--config-name") != "params" or os.environ.get(DVC_EXP_NAME):
+    if option(args, "-cn", "--config-name") != STAGE_CONFIG or os.environ.get(DVC_EXP_NAME):
         return
     params = Path(option(args, "-cd", "--config-dir") or ".") / "params.yaml"
     if not params.is_file():
-        return  # Hydra names the missing file itself
+        raise ConfigError(f"{params} is missing: run `dvc exp run` (it composes the knobs of conf/ into it)")
     found = yaml.safe_load(params.read_text())
-    differences = differing_keys(found, composed_config(config_dir))
+    differences = differing_keys(found, composed_knobs(config_dir))
     if not differences:
         return
     shown = ", ".join(f"{key}={old!r} where conf/ has {new!r}" for key, old, new in differences[:3])

@@ -16,3 +16,8 @@ TRAIN_LOSS_STEP = metric(TRAIN, "loss_step")  # every log_every_n_steps steps
 LR = metric(TRAIN, "lr")  # the rate an epoch trained with (Lightning's own name depends on the optimizer)
 TEST_ACC, TEST_LOSS = metric(TEST, "acc"), metric(TEST, "loss")
 TEST_MACRO_F1, TEST_ERRORS = metric(TEST, "macro_f1"), metric(TEST, "errors")
+
+# What the DVC metrics files hold (reports/train_metrics.json, reports/metrics.json): the results an
+# experiment is judged by, so `dvc exp show` fits a screen. Every other metric is in the MLflow run.
+TRAIN_REPORT = (VAL_ACC, "fit_seconds")
+TEST_REPORT = (TEST_ACC, TEST_LOSS)

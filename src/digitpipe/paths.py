@@ -17,15 +17,23 @@ def workspace_root(start: str | os.PathLike | None = None) -> Path:
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
     """The user's project directory (the DVC repository holding the workspace), also from a
-    pipeline in a subdirectory (pipelines/<study>/dvc.yaml) and from DVC's experiment copies.
+    pipeline in a subdirectory (pipelines/<study>/, a DVC project of its own inside the main one)
+    and from DVC's experiment copies.
 
     DVC runs `dvc exp run --temp` and queued experiments in <project>/.dvc/tmp/exps/<tmp>,
     a throwaway copy; anything that must outlive the run (the MLflow store) belongs above it.
+    Of nested DVC projects in one git repository, the outermost is the project.
     """
     workspace = workspace_root(start)
     parts = workspace.parts
     if ".dvc" in parts:
         return Path(*parts[: parts.index(".dvc")])
+    found = workspace
+    for directory in (workspace, *workspace.parents):
+        if (directory / ".dvc").is_dir():
+            found = directory
+        if (directory / ".git").exists():
+            return found
     return next((d for d in (workspace, *workspace.parents) if (d / ".dvc").is_dir()), workspace)
 
 

@@ -18,8 +18,8 @@ MIRROR = Path(os.environ.get("MNIST_MIRROR") or ROOT.parent / "shared" / "datase
 @pytest.mark.skipif(not MIRROR.is_dir(), reason=f"no local MNIST mirror at {MIRROR}; set MNIST_MIRROR")
 def test_one_epoch_of_dvc_repro_on_real_mnist_reaches_097(tmp_path):
     project = copy_project(tmp_path / "project")
-    trainer = project / "conf" / "trainer" / "cpu.yaml"
-    trainer.write_text(trainer.read_text().replace("max_epochs: 5", "max_epochs: 1"))
+    knobs = project / "conf" / "knobs" / "default.yaml"
+    knobs.write_text(knobs.read_text().replace("max_epochs: 5", "max_epochs: 1"))
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("max_epochs: 5", "max_epochs: 1"))
     result = run_cli(["dvc", "repro"], cwd=project, env={"MNIST_MIRROR": str(MIRROR)})
@@ -30,7 +30,11 @@ def test_one_epoch_of_dvc_repro_on_real_mnist_reaches_097(tmp_path):
     metrics = json.loads((project / "reports/metrics.json").read_text())
     print(f"real MNIST, 1 epoch: {metrics}")
     assert metrics["test/acc"] >= 0.97
-    assert metrics["test/errors"] == round((1 - metrics["test/acc"]) * 10_000)
+    from mlflow.tracking import MlflowClient
+
+    run_id = json.loads((project / "reports/mlflow_run.json").read_text())["run_id"]
+    run = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run_id)  # every metric is there
+    assert run.data.metrics["test/errors"] == round((1 - metrics["test/acc"]) * 10_000)
     check_predict_cli(project, tmp_path)
 
 

@@ -33,8 +33,8 @@ def tiny_study_project(tmp_path, tiny):
     project = copy_project(tmp_path / "project")
     tiny.shrink(project)
     study = project / "pipelines" / "activation_study"
-    study.mkdir(parents=True)
-    for name in ("dvc.yaml", "cell.py", "aggregate.py"):
+    (study / ".dvc").mkdir(parents=True)  # a DVC project of its own
+    for name in ("dvc.yaml", "cell.py", "aggregate.py", ".dvc/config", ".dvc/.gitignore"):
         shutil.copy2(STUDY / name, study / name)
     (study / "params.yaml").write_text(yaml.safe_dump({"study": TINY_STUDY}))
     git(project, "add", "-A")
@@ -47,7 +47,7 @@ def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_pare
 ):
     project, study = tiny_study_project(tmp_path, tiny)
     env = {"MNIST_MIRROR": str(tiny_mirror)}
-    done = run_cli(["dvc", "repro", "pipelines/activation_study/dvc.yaml"], cwd=project, env=env, timeout=900)
+    done = run_cli(["dvc", "--cd", "pipelines/activation_study", "repro"], cwd=project, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     cells = ["base-relu-s1", "base-sigmoid-s1", "dying-relu-s1"]
     for cell in cells:
@@ -76,8 +76,7 @@ def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_pare
         csv.reader(run_cli(["dvc", "exp", "show", "--csv"], cwd=project, env=env).stdout.splitlines())
     )
     assert not [c for c in header if "cells/" in c or "test_acc" in c]  # the study's numbers do not fill it
-    shown = run_cli(["dvc", "metrics", "show", "--json", "pipelines/activation_study/reports/test_acc.json"],
-                    cwd=project, env=env)  # fmt: skip
+    shown = run_cli(["dvc", "metrics", "show", "--json", "reports/test_acc.json"], cwd=study, env=env)
     assert '"test_acc"' in shown.stdout  # named, they show (and diff)
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")  # the project's store, not the study's folder
@@ -91,10 +90,10 @@ def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_pare
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"activation_study.md", "dead_units.png"} <= artifacts
 
-    again = run_cli(["dvc", "repro", "pipelines/activation_study/dvc.yaml"], cwd=project, env=env)
-    assert again.returncode == 0 and "Running stage" not in again.stdout  # nothing changed: nothing runs
-    forced = run_cli(["dvc", "repro", "-f", "-s", "pipelines/activation_study/dvc.yaml:aggregate"],
-                     cwd=project, env=env)  # fmt: skip
+    again = run_cli(["dvc", "--cd", "pipelines/activation_study", "repro"], cwd=project, env=env)
+    ran = [line for line in again.stdout.splitlines() if line.startswith("Running stage")]
+    assert again.returncode == 0 and ran == ["Running stage 'main_data':"]  # it asks the main pipeline only
+    forced = run_cli(["dvc", "repro", "-f", "-s", "aggregate"], cwd=study, env=env)
     assert forced.returncode == 0, forced.stderr[-2000:]
     runs = client.search_runs([experiment.experiment_id])
     assert len([r for r in runs if r.data.tags.get("digitpipe.study")]) == 1  # the same parent, updated

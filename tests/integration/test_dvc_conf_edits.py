@@ -1,11 +1,13 @@
 """An edit under conf/ after `dvc repro` ran: the real `dvc repro` never says "up to date" while
-conf/ composes to something params.yaml does not hold. It stops in one line naming the keys and
-`dvc exp run`, and trains nothing; a comment-only edit passes; `dvc repro` on an untouched conf/
-is as before."""
+conf/ composes to something the pipeline did not run. An edited knob (params.yaml holds the knobs,
+which only `dvc exp run` recomposes) stops it in one line naming the keys and `dvc exp run`, and
+trains nothing; an edited setting that is not a knob trains with its new value; a comment reruns
+nothing; `dvc repro` on an untouched conf/ is as before."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -18,19 +20,30 @@ pytestmark = pytest.mark.slow
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny):
-    """A project that picked the fast recipe (conf/experiment/fast.yaml) and ran `dvc repro` once."""
-    base = tmp_path_factory.mktemp("conf-edits")
+def reproduced(tmp_path_factory, tiny, name: str, experiment: str | None):
+    """A project (with `experiment` picked in conf/knobs/default.yaml) on which `dvc repro` ran once."""
+    base = tmp_path_factory.mktemp(name)
     project = copy_project(base / "project")
-    config = project / "conf" / "config.yaml"
-    config.write_text(config.read_text().replace("  - experiment: null", "  - experiment: fast"))
+    if experiment:
+        knobs = project / "conf" / "knobs" / "default.yaml"
+        knobs.write_text(knobs.read_text().replace("  - /experiment: null", f"  - /experiment: {experiment}"))
     tiny.shrink(project)
     env = {"MNIST_MIRROR": str(write_mirror(base / "mirror", tiny.raw))}
     first = run_cli(["dvc", "repro"], cwd=project, env=env)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     shutil.copytree(project / "conf", base / "conf-as-reproduced")
     return project, env, base / "conf-as-reproduced"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny):
+    return reproduced(tmp_path_factory, tiny, "conf-edits", None)
+
+
+@pytest.fixture(scope="module")
+def fast_project(tmp_path_factory, tiny):
+    """One that picked the fast recipe (conf/experiment/fast.yaml)."""
+    return reproduced(tmp_path_factory, tiny, "conf-edits-fast", "fast")
 
 
 def model_digest(project: Path) -> str:
@@ -43,22 +56,30 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def restore(project: Path, reproduced: Path, env: dict) -> None:
+    shutil.rmtree(project / "conf")
+    shutil.copytree(reproduced, project / "conf")
+    run_cli(["dvc", "repro", "check_conf"], cwd=project, env=env)  # the lock as reproduced again
+
+
 EDITS = {
-    "an edited value": ("config.yaml", "seed: 42", "seed: 43", "seed=42 where conf/ has 43"),
+    "an edited value": ("knobs/default.yaml", "seed: 42", "seed: 43", "seed=42 where conf/ has 43"),
     "a new key": ("model/convnet.yaml", "activation: relu", "activation: relu\ndropout: 0.25",
                   "model.dropout=None where conf/ has 0.25"),
-    # (the fast recipe sets the optimizer and scheduler, so the group left to the defaults is another)
-    "a changed group default": ("config.yaml", '  - diagnostics: "off"', '  - diagnostics: "on"',
-                                "diagnostics=None where conf/ has {'_target_': 'digitpipe.diagnostics"),
+    "a changed group default": ("knobs/default.yaml", "  - /optimizer: rmsprop", "  - /optimizer: adam",
+                                "optimizer._target_='torch.optim.RMSprop' where conf/ has 'torch.optim.Adam"),
     "an edit under conf/experiment/": ("experiment/fast.yaml", "lr: 0.005", "lr: 0.002",
                                        "optimizer.lr=0.005 where conf/ has 0.002"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", EDITS)
-def test_dvc_repro_after_an_edit_under_conf_stops_naming_the_keys_and_trains_nothing(project, case):
-    project, env, reproduced = project
+def test_dvc_repro_after_a_knob_is_edited_under_conf_stops_naming_the_keys_and_trains_nothing(
+    request, case
+):
     name, old, new, named = EDITS[case]
+    fixture = "fast_project" if name.startswith("experiment/") else "project"
+    project, env, reproduced = request.getfixturevalue(fixture)
     before = model_digest(project)
     edit(project / "conf" / name, old, new)
     try:
@@ -77,20 +98,41 @@ def test_dvc_repro_after_an_edit_under_conf_stops_naming_the_keys_and_trains_not
     assert again.returncode == 0 and UP_TO_DATE in again.stdout, again.stdout[-2000:]
 
 
-def test_a_comment_only_edit_passes_the_check_and_reruns_nothing_else(project):
+def test_an_edited_setting_that_is_not_a_knob_trains_with_its_new_value(project):
+    """Not in params.yaml (nor in `dvc exp show`): check_conf passes and writes it into the stages'
+    config, which train and evaluate depend on, so they rerun with it; the data stages do not."""
     project, env, reproduced = project
     before = model_digest(project)
-    edit(project / "conf" / "config.yaml", "seed: 42", "seed: 42  # the seed of every run")
+    edit(project / "conf" / "config.yaml", '  - diagnostics: "off"', '  - diagnostics: "on"')
+    try:
+        result = run_cli(["dvc", "repro"], cwd=project, env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        for stage in ("check_conf", "train", "evaluate"):
+            assert f"Running stage '{stage}'" in result.stdout, result.stdout
+        for stage in ("download", "preprocess"):
+            assert f"Running stage '{stage}'" not in result.stdout, result.stdout
+        assert model_digest(project) != before
+        assert (project / "reports" / "diagnostics.csv").is_file()  # it trained with diagnostics on
+        run = json.loads((project / "reports" / "mlflow_run.json").read_text())["run_id"]
+        assert run in result.stdout
+    finally:
+        restore(project, reproduced, env)
+        run_cli(["dvc", "repro"], cwd=project, env=env)
+
+
+def test_a_comment_or_an_unused_file_edited_passes_the_check_and_reruns_nothing_else(project):
+    project, env, reproduced = project
+    before = model_digest(project)
+    edit(project / "conf" / "knobs" / "default.yaml", "seed: 42", "seed: 42  # the seed of every run")
+    edit(project / "conf" / "experiment" / "fast.yaml", "lr: 0.005", "lr: 0.002")  # not picked
     try:
         result = run_cli(["dvc", "repro"], cwd=project, env=env)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert "Running stage 'check_conf'" in result.stdout
-        assert "conf/ composes to params.yaml" in result.stdout
+        assert "params.yaml holds the knobs conf/ composes to" in result.stdout
         for stage in ("download", "preprocess", "train", "evaluate"):
             assert f"Running stage '{stage}'" not in result.stdout, result.stdout
         assert model_digest(project) == before
         assert UP_TO_DATE in run_cli(["dvc", "repro"], cwd=project, env=env).stdout
     finally:
-        shutil.rmtree(project / "conf")
-        shutil.copytree(reproduced, project / "conf")
-        run_cli(["dvc", "repro", "check_conf"], cwd=project, env=env)  # the lock as reproduced again
+        restore(project, reproduced, env)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import yaml
+
+from digitpipe.cli import stage_config
 
 from ..conftest import ROOT, copy_project, run_cli, write_mirror
 from .test_dvc_pipeline import mlflow_runs
@@ -13,11 +14,12 @@ pytestmark = pytest.mark.slow
 
 def test_dvc_repro_after_an_interrupted_train_stage_resumes_it_in_the_same_run(tmp_path, tiny):
     project = copy_project(tmp_path / "project")
-    # a SIGTERM in the second epoch of the train stage, once: a callback in conf/, composed into params.yaml
+    # a SIGTERM in the second epoch of the train stage, once: a callback in conf/ (not a knob: the
+    # stages' config, reports/stage_config.yaml, carries it)
     kill = {"_target_": "tests.support.SignalOnce", "signal": "SIGTERM", "epoch": 1, "batch": 2,
             "marker": str(tmp_path / "signalled")}  # fmt: skip
     tiny.shrink(project, {f"callbacks.kill.{key}": value for key, value in kill.items()})
-    assert yaml.safe_load((project / "params.yaml").read_text())["callbacks"]["kill"]["epoch"] == 1
+    assert stage_config(project)["callbacks"]["kill"]["epoch"] == 1
     env = {"MNIST_MIRROR": str(write_mirror(tmp_path / "mirror", tiny.raw)), "PYTHONPATH": str(ROOT)}
 
     stopped = run_cli(["dvc", "repro"], cwd=project, env=env)

@@ -283,15 +283,15 @@ def test_dvc_repro_of_the_search_pipeline_searches_then_trains_tests_and_registe
     project = copy_project(tmp_path / "project")
     tiny.shrink(project)
     pipeline = project / "pipelines" / "search"
-    pipeline.mkdir(parents=True)
-    for name in ("dvc.yaml", "winner.py", ".gitignore"):
+    (pipeline / ".dvc").mkdir(parents=True)  # a DVC project of its own
+    for name in ("dvc.yaml", "winner.py", ".gitignore", ".dvc/config", ".dvc/.gitignore"):
         shutil.copy2(ROOT / "pipelines" / "search" / name, pipeline / name)
     params = {"space": "default", "study": "pipeline-default", "n_trials": 2, "epochs": 1, "workers": 1}
     (pipeline / "params.yaml").write_text(yaml.safe_dump({"search": params}))
     git(project, "add", "-A")
     git(project, "commit", "-qm", "tiny search")
     env = {"MNIST_MIRROR": str(tiny_mirror)}
-    done = run_cli(["dvc", "repro", "pipelines/search/dvc.yaml"], cwd=project, env=env, timeout=900)
+    done = run_cli(["dvc", "--cd", "pipelines/search", "repro"], cwd=project, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((pipeline / "reports" / "search.json").read_text())
     assert summary["study"] == "pipeline-default"
@@ -304,5 +304,5 @@ def test_dvc_repro_of_the_search_pipeline_searches_then_trains_tests_and_registe
     run = client.get_run(winner_run)
     assert run.data.tags["mlflow.parentRunId"] == summary["mlflow_run_id"]
     assert [v.run_id for v in client.search_model_versions("name='mnist-convnet'")] == [winner_run]
-    status = run_cli(["dvc", "status", "pipelines/search/dvc.yaml"], cwd=project)
-    assert "up to date" in status.stdout, status.stdout
+    status = run_cli(["dvc", "--cd", "pipelines/search", "status", "--json"], cwd=project)
+    assert json.loads(status.stdout) == {"main_data": ["always changed"]}, status.stdout  # nothing else

@@ -1,4 +1,6 @@
 import subprocess
+import tempfile
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -18,13 +20,29 @@ from ..conftest import ROOT, compose_config
 
 
 def test_the_committed_params_yaml_is_exactly_what_hydra_composes_from_conf():
-    """DVC tracks params.yaml; the stages read it. It must equal the composed conf/ (regenerate
-    it with `dvc exp run`, which composes conf/ into params.yaml). The committed file is checked,
-    not the workspace's, which a user's `dvc exp run -S ...` changes on purpose."""
-    composed = OmegaConf.to_container(compose_config(), resolve=True)
+    """DVC tracks params.yaml; the stages take its knobs. It must equal the knobs conf/ composes to
+    (regenerate it with `dvc exp run`, which composes conf/dvc_params.yaml into params.yaml). The
+    committed file is checked, not the workspace's, which a user's `dvc exp run -S ...` changes."""
+    composed = OmegaConf.to_container(compose_config(config_name="dvc_params"), resolve=True)
     committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
     tracked = committed.stdout if committed.returncode == 0 else (ROOT / "params.yaml").read_text()  # no git
     assert yaml.safe_load(tracked) == composed
+
+
+def test_params_yaml_holds_the_knobs_alone_and_a_stage_runs_what_python_src_train_py_runs():
+    """params.yaml is conf/knobs/default.yaml composed (what `dvc exp show` shows), and the stages'
+    config (conf/stage.yaml: conf/config.yaml with params.yaml's knobs) is the whole config, equal to
+    `python src/train.py`'s, for the default knobs and for knobs that switch groups."""
+    knobs = OmegaConf.to_container(compose_config(config_name="dvc_params"), resolve=True)
+    assert set(knobs) == {"model", "optimizer", "seed", "scheduler", "data", "trainer"}
+    assert set(knobs["data"]) == {"batch_size"} and set(knobs["trainer"]) == {"max_epochs", "precision"}
+    for overrides in ([], ["optimizer=adam", "optimizer.lr=0.01"], ["experiment=fast"], ["scheduler=cosine"]):
+        params = OmegaConf.to_container(compose_config(overrides, config_name="dvc_params"), resolve=True)
+        full = OmegaConf.to_container(compose_config(overrides), resolve=True)
+        with tempfile.TemporaryDirectory() as root:  # params.yaml as `dvc exp run -S ...` writes it
+            (Path(root) / "params.yaml").write_text(yaml.safe_dump(params))
+            stage = compose_config([f"hydra.searchpath=[file://{root}]"], config_name="stage")
+        assert OmegaConf.to_container(stage, resolve=True) == full, overrides
 
 
 def test_the_default_recipe_is_the_seed_recipe():
@@ -37,15 +55,15 @@ def test_the_default_recipe_is_the_seed_recipe():
 @pytest.mark.parametrize("name", ["rmsprop", "adam", "adamw", "sgd"])
 def test_every_optimizer_choice_instantiates_with_cli_overrides(name):
     cfg = compose_config([f"optimizer={name}", "optimizer.lr=0.05", "optimizer.weight_decay=0.001"])
-    optimizer = instantiate(cfg.optimizer)(nn.Linear(2, 2).parameters())
+    optimizer = instantiate(cfg.optimizer, _partial_=True)(nn.Linear(2, 2).parameters())
     assert optimizer.defaults["lr"] == 0.05 and optimizer.defaults["weight_decay"] == 0.001
 
 
 @pytest.mark.parametrize(("choice", "expected"), [("cosine", 7), ("step", 2)])
 def test_scheduler_choices_instantiate(choice, expected):
     cfg = compose_config([f"scheduler={choice}", "trainer.max_epochs=7"])
-    optimizer = instantiate(compose_config().optimizer)(nn.Linear(2, 2).parameters())
-    scheduler = instantiate(cfg.scheduler)(optimizer)
+    optimizer = instantiate(compose_config().optimizer, _partial_=True)(nn.Linear(2, 2).parameters())
+    scheduler = instantiate(cfg.scheduler, _partial_=True)(optimizer)
     assert getattr(scheduler, "T_max", getattr(scheduler, "step_size", None)) == expected
 
 

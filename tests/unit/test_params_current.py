@@ -12,7 +12,7 @@ from digitpipe.errors import ConfigError
 
 from ..conftest import ROOT
 
-STAGE = ["-cd", ".", "-cn", "params"]  # how dvc.yaml's commands run a stage
+STAGE = ["-cd", ".", "-cn", "stage"]  # how dvc.yaml's commands run a stage
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_a_finished_experiments_values_left_in_params_yaml_are_refused(project):
         check_params_current(STAGE, project / "conf")
 
 
-def test_inside_a_dvc_experiment_or_without_params_yaml_nothing_is_checked(project, monkeypatch):
+def test_inside_a_dvc_experiment_nothing_is_checked(project, monkeypatch):
     edit(project / "params.yaml", "activation: relu", "activation: sigmoid")
     check_params_current(["model.activation=tanh"], project / "conf")  # python src/train.py ...: conf/
     monkeypatch.setenv("DVC_EXP_NAME", "rapid-hump")  # dvc exp run composed its -S into params.yaml
@@ -68,3 +68,15 @@ def test_options_and_differences():
     assert differing_keys(found, {"a": {"b": 1, "c": 3}, "new": 4}) == [
         ("a.c", 2, 3), ("new", None, 4), ("old", 1, None),
     ]  # fmt: skip
+
+
+def test_a_missing_params_yaml_is_one_line_naming_the_command_that_makes_it(project):
+    (project / "params.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"params.yaml is missing: run `dvc exp run`"):
+        check_params_current(STAGE, project / "conf")
+
+
+def test_an_edit_to_a_setting_that_is_not_a_knob_passes(project):
+    """Not in params.yaml: the stages that read it depend on its file and rerun with it."""
+    edit(project / "conf" / "data" / "mnist.yaml", "eval_batch_size: 1000", "eval_batch_size: 500")
+    check_params_current(STAGE, project / "conf")

@@ -47,3 +47,19 @@ def test_a_pipeline_in_a_subdirectory_records_into_the_projects_store(tmp_path, 
     assert project_root(study) == tmp_path  # its runs go where `mlflow ui` in the project looks
     monkeypatch.chdir(study)
     assert tracking_uri(None, env={}) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_a_sub_pipeline_that_is_a_dvc_project_of_its_own_records_into_the_outer_projects_store(tmp_path):
+    """pipelines/<name>/ has its own .dvc/ (so the main `dvc exp show` leaves it out): the project is
+    the outermost DVC project of the git repository, for the study and for its --temp copies."""
+    study = tmp_path / "pipelines" / "study"
+    (study / ".dvc").mkdir(parents=True)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (study / "dvc.yaml").write_text("stages: {}\n")
+    assert project_root(study) == tmp_path  # was the study's folder: its runs in a store nobody opens
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpab12" / "pipelines" / "study"
+    (copy / ".dvc").mkdir(parents=True)
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    assert project_root(copy) == tmp_path

@@ -3,9 +3,11 @@
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from digitpipe.errors import ConfigError
-from digitpipe.training.resume import RESULT_KEYS, differences, identity, plan_start
+from digitpipe.tracking.metadata import flatten_config
+from digitpipe.training.resume import differences, identity, is_result_key, plan_start
 from digitpipe.training.run_dir import RUN_KEY, RunDir, interrupted_runs
 
 from ..conftest import ROOT, compose_config
@@ -81,13 +83,15 @@ def test_a_training_still_running_is_neither_resumed_nor_listed(tmp_path):
     assert interrupted_runs(tmp_path) == [run_dir]
 
 
-def test_the_train_stage_declares_as_its_params_exactly_the_settings_a_resume_must_match():
-    """dvc.yaml's train stage reruns on the keys that make a training another one (RESULT_KEYS),
-    no more and no fewer (DVC's templating cannot read the list from the code)."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert tuple(stages["train"]["params"]) == RESULT_KEYS
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key in RESULT_KEYS:  # each is in params.yaml, or DVC refuses to run the stage
-        node = params
-        for part in key.split("."):
-            node = node[part]
+def test_the_train_stage_reruns_on_every_knob_and_every_other_setting_a_resume_must_match():
+    """dvc.yaml's train stage takes every knob of params.yaml as its params (the table's columns)
+    and depends on the whole config it runs (reports/stage_config.yaml, written by check_conf): so it
+    reruns on each key that makes a training another one (RESULT_KEYS), and each knob is such a key."""
+    train = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
+    assert train["params"] == [{"params.yaml": None}]  # the whole file
+    assert "reports/stage_config.yaml" in train["deps"]
+    assert train["cmd"].endswith("-cd reports -cn stage_config")
+    knobs = flatten_config(OmegaConf.create(yaml.safe_load((ROOT / "params.yaml").read_text())))
+    assert knobs and all(is_result_key(key) for key in knobs), [k for k in knobs if not is_result_key(k)]
+    assert all(is_result_key(key) for key in ("trainer.devices", "callbacks.channels_last._target_"))
+    assert not any(is_result_key(key) for key in ("mlflow.experiment_name", "paths.model_dir", "resume"))

@@ -21,7 +21,7 @@ from digitpipe.errors import TrackingError
 from digitpipe.evaluation.metrics import Evaluation, evaluate_logits, predict_logits
 from digitpipe.evaluation.model_figures import activation_figure, feature_map_figures, filters_figure
 from digitpipe.evaluation.plots import confusion_figure, curves_figure, misclassified_figure
-from digitpipe.metric_names import TEST_ACC
+from digitpipe.metric_names import TEST_ACC, TEST_REPORT
 from digitpipe.models.checkpoint import load_classifier
 from digitpipe.models.classifier import DigitClassifier
 from digitpipe.paths import resolve
@@ -106,7 +106,7 @@ def report_files(cfg: DictConfig, result: Evaluation, preds: torch.Tensor, label
     figure.savefig(confusion, format="png")
     plt.close(figure)
     texts = {
-        paths.metrics: atomic.json_text({k: round(v, 6) for k, v in result.scalars.items()}),
+        paths.metrics: atomic.json_text({k: round(result.scalars[k], 6) for k in TEST_REPORT}),
         paths.per_class: atomic.csv_text(result.per_class, list(result.per_class[0])),
         paths.predictions: atomic.csv_text(pairs, ("actual", "predicted")),
     }

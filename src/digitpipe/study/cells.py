@@ -50,8 +50,8 @@ def cells(study: Mapping[str, Any]) -> list[Cell]:
 
 def cell_overrides(study: Mapping[str, Any], cell: Cell, main: Mapping[str, Any], project: Path) -> list[str]:
     """The Hydra overrides of src/train.py and src/evaluate.py for `cell`, run from the study's
-    directory. `main` is the main pipeline's params.yaml: the cell reads its processed data (the same
-    split: data.split_seed), never a copy. quick: a few steps per cell, for CI or a first look."""
+    directory. `main` is the config the main pipeline's stages run: the cell reads its processed data
+    (the same split: data.split_seed), never a copy. quick: a few steps per cell, for CI or a first look."""
     lr = study["dying"]["lr"] if cell.arm == "dying" else study["lr"]
     quick = bool(study["quick"])
     main_paths = main["paths"]

@@ -33,15 +33,17 @@ MONITOR = VAL_ACC
 
 
 def build_model(cfg: DictConfig, settings: Settings, world_size: int = 1) -> DigitClassifier:
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    # factories (_partial_): the classifier passes the optimizer its parameters, the scheduler its optimizer
+    scheduler = instantiate(cfg.scheduler, _partial_=True) if cfg.get("scheduler") else None
     # the linear scaling rule: N processes, N times the samples per step, N times the rate
     lr = cfg.optimizer.lr * world_size if cfg.distributed.scale_lr else cfg.optimizer.lr
     # a CUDA graph replays the update too: its optimizer keeps its step count on the GPU
     capturable = {"capturable": True} if settings.steps.cuda_graph else {}
+    optimizer = instantiate(cfg.optimizer, _partial_=True, lr=lr, **capturable)
     arguments = dict(
         activation=cfg.model.activation, negative_slope=cfg.model.negative_slope,
         num_classes=cfg.data.num_classes, image_size=cfg.data.image_size, init=cfg.model.init,
-        standardize=cfg.data.normalize, optimizer=instantiate(cfg.optimizer, lr=lr, **capturable),
+        standardize=cfg.data.normalize, optimizer=optimizer,
         scheduler=scheduler,
     )  # fmt: skip
     if not settings.steps.manual:

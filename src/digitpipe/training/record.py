@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from digitpipe import atomic
 from digitpipe.diagnostics.report import DIAGNOSTICS_CSV, DIAGNOSTICS_PNG, diagnostics_files
-from digitpipe.metric_names import TEST
+from digitpipe.metric_names import TRAIN_REPORT
 from digitpipe.paths import resolve
 from digitpipe.serving.network import pixel_classifier_from_checkpoint
 from digitpipe.tracking.metadata import run_name
@@ -55,7 +55,7 @@ def record(cfg: DictConfig, run: TrackedRun, run_dir: RunDir, result: FitResult)
                 (run_dir.path / name).write_bytes(data)
                 client.log_artifact(run.run_id, str(run_dir.path / name), "diagnostics")
     paths, model_dir, best = cfg.paths, resolve(cfg.paths.model_dir), run_dir.best.read_bytes()
-    train_metrics = {k: round(v, 6) for k, v in result.metrics.items() if not k.startswith(f"{TEST}/")}
+    train_metrics = {k: round(result.metrics[k], 6) for k in TRAIN_REPORT}
     outputs = {
         model_dir / BEST: best,
         model_dir / LAST: run_dir.last.read_bytes(),

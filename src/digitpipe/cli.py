@@ -50,7 +50,7 @@ def check_known_keys(args: list[str], config_dir: Path, config_name: str) -> Non
     The config is composed with the command line's group choices (optimizer=adam has its own keys).
     """
     if option(args, "-cn", "--config-name") or option(args, "-cd", "--config-dir"):
-        return  # a stage on params.yaml: DVC passes no key overrides
+        return  # a DVC stage (-cn stage, -cn stage_config): DVC passes no key overrides
     parser = OverridesParser.create()
     groups, keys = [], []
     for arg in args:

@@ -81,11 +81,7 @@ def check_known_keys(args: list[str], config_dir: Path, config_name: str) -> Non
 
 def compose_flat_keys(config_dir: Path, config_name: str, overrides: list[str]) -> list[str]:
     """Every dotted key (and every key that holds others) of the composed config."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
-        config = OmegaConf.to_container(compose(config_name, overrides=overrides), resolve=False)
+    config = composed(config_dir, config_name, overrides, resolve=False)
 
     def walk(node: Any, prefix: str) -> list[str]:
         if not isinstance(node, dict):
@@ -113,27 +109,22 @@ def differing_keys(found: Any, expected: Any, prefix: str = "") -> list[tuple[st
     return [] if found == expected else [(prefix[:-1], found, expected)]
 
 
-STAGE_CONFIG, KNOBS_CONFIG = "stage", "dvc_params"  # conf/stage.yaml, conf/dvc_params.yaml
-
-
-def composed_knobs(config_dir: Path) -> dict:
-    """The knobs conf/ composes to, as `dvc exp run` composes them into params.yaml (no overrides)."""
+def composed(config_dir: Path, name: str, overrides: list[str] | None = None, resolve: bool = True) -> dict:
+    """Config `name` of `config_dir` composed with `overrides`, as a plain dict."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
-        return OmegaConf.to_container(compose(KNOBS_CONFIG), resolve=True)
+        return OmegaConf.to_container(compose(name, overrides=overrides or []), resolve=resolve)
+
+
+STAGE_CONFIG, KNOBS_CONFIG = "stage", "dvc_params"  # conf/stage.yaml, conf/dvc_params.yaml
 
 
 def stage_config(project: Path) -> dict:
     """The config the main pipeline's stages run (conf/config.yaml with params.yaml's knobs), resolved."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     root = project.resolve()
-    with initialize_config_dir(str(root / "conf"), version_base="1.3"):
-        config = compose(STAGE_CONFIG, overrides=[f"hydra.searchpath=[file://{root}]"])
-    return OmegaConf.to_container(config, resolve=True)
+    return composed(root / "conf", STAGE_CONFIG, [f"hydra.searchpath=[file://{root}]"])
 
 
 def write_stage_config(project: Path) -> Path:
@@ -141,7 +132,8 @@ def write_stage_config(project: Path) -> Path:
     (outside a DVC experiment), then write the whole config the later stages run, resolved, to
     paths.stage_config. They depend on that file, so they rerun when a value changes, and a comment
     or an unused file under conf/ reruns nothing."""
-    check_params_current(["-cd", os.path.relpath(project), "-cn", STAGE_CONFIG], project / "conf")
+    if not os.environ.get(DVC_EXP_NAME):
+        check_knobs_current(Path(os.path.relpath(project)) / "params.yaml", project / "conf")
     config = stage_config(project)
     target = project / config["paths"]["stage_config"]
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -156,11 +148,16 @@ def check_params_current(args: list[str], config_dir: Path) -> None:
     train silently."""
     if option(args, "-cn", "--config-name") != STAGE_CONFIG or os.environ.get(DVC_EXP_NAME):
         return
-    params = Path(option(args, "-cd", "--config-dir") or ".") / "params.yaml"
+    check_knobs_current(Path(option(args, "-cd", "--config-dir") or ".") / "params.yaml", config_dir)
+
+
+def check_knobs_current(params: Path, config_dir: Path) -> None:
+    """`params` holds the knobs conf/ composes to (as `dvc exp run` writes them), or one line says
+    which keys differ and what to run."""
     if not params.is_file():
         raise ConfigError(f"{params} is missing: run `dvc exp run` (it composes the knobs of conf/ into it)")
     found = yaml.safe_load(params.read_text())
-    differences = differing_keys(found, composed_knobs(config_dir))
+    differences = differing_keys(found, composed(config_dir, KNOBS_CONFIG))
     if not differences:
         return
     shown = ", ".join(f"{key}={old!r} where conf/ has {new!r}" for key, old, new in differences[:3])

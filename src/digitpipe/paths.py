@@ -28,13 +28,13 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
     parts = workspace.parts
     if ".dvc" in parts:
         return Path(*parts[: parts.index(".dvc")])
-    found = workspace
+    nearest = outermost = None
     for directory in (workspace, *workspace.parents):
         if (directory / ".dvc").is_dir():
-            found = directory
+            nearest, outermost = nearest or directory, directory
         if (directory / ".git").exists():
-            return found
-    return next((d for d in (workspace, *workspace.parents) if (d / ".dvc").is_dir()), workspace)
+            return outermost or workspace
+    return nearest or workspace  # no git repository: the nearest DVC project
 
 
 def resolve(path: str | os.PathLike, root: Path | None = None) -> Path:

@@ -19,9 +19,10 @@ from digitpipe.training.run_dir import RunDir, interrupted_runs, read_run_state
 
 # The settings that change what a training makes, as config keys (a key and everything under it):
 # a resume must match them. The knobs (params.yaml: conf/knobs/default.yaml) are among them, and the
-# train stage reruns on those (its `params:`) and on every other one through its dependency on conf/
-# (tests/unit/test_resume_plan.py). The rest may differ between a training and its resume: where runs
-# are logged (mlflow), paths, mirrors, test_after_fit and resume itself.
+# train stage reruns on those (its `params:`) and on every other one through the config it runs and
+# depends on, reports/stage_config.yaml (tests/unit/test_resume_plan.py). The rest may differ
+# between a training and its resume: where runs are logged (mlflow), paths, mirrors, test_after_fit
+# and resume itself.
 RESULT_KEYS = (
     "seed", "model", "optimizer", "scheduler", "trainer", "train_step", "distributed", "callbacks",
     "data.batch_size", "data.eval_batch_size", "data.normalize", "data.name", "data.image_size",

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -204,6 +205,69 @@ def test_two_evaluate_stages_finishing_at_once_leave_the_champion_on_the_better(
     assert str(champion.version) == str(versions[better].version), proxy.moves
     assert f"@champion is version {versions[better].version}" in outputs[worse][0]
     assert admin.get_model_version(MODEL, versions[worse].version).tags["status"] == "candidate"
+
+
+
+def test_a_first_champion_set_by_another_stage_at_the_same_moment_is_judged_not_a_failure(team, clones):
+    """The server sets a new alias by a read and then an insert, so two first sets of @champion at
+    once collide on its key (PostgreSQL's UniqueViolation, a BAD_REQUEST to the loser). Here the
+    other stage's insert (of the worse version) is held open in the database until ours waits on
+    it: the loser reads @champion again and moves it to the better, instead of failing."""
+    import psycopg2
+
+    from digitpipe.tracking.registry import settle_champion
+
+    from .postgres import PASSWORD, USER
+
+    projects, _, _ = clones
+    admin = team.client("admin")
+    versions = {u: admin.search_model_versions(f"name = '{MODEL}' and run_id = '{run_id(p)}'")[0]
+                for u, p in projects.items()}  # fmt: skip
+    accuracy = {u: float(v.tags["test/acc"]) for u, v in versions.items()}
+    better, worse = sorted(accuracy, key=accuracy.get, reverse=True)
+    for user in (better, worse):  # both claim, as two evaluate stages do before they read
+        admin.set_model_version_tag(MODEL, versions[user].version, "status", "evaluating")
+    admin.delete_registered_model_alias(MODEL, "champion")
+    login = {"host": "127.0.0.1", "port": team.database.port, "user": USER, "password": PASSWORD}
+    other = psycopg2.connect(**login, dbname="test_team_server_runs")  # the server's database
+    watcher = psycopg2.connect(**login, dbname="test_team_server_runs")
+    watcher.autocommit = True
+    outcome: dict = {}
+
+    def settle() -> None:
+        try:
+            outcome["settled"] = settle_champion(team.client("admin"), MODEL)
+        except Exception as err:  # noqa: BLE001 (the assertion below shows it)
+            outcome["error"] = err
+
+    try:
+        with other.cursor() as cursor:  # the other stage's first set, not yet committed
+            cursor.execute(
+                "INSERT INTO registered_model_aliases (workspace, name, alias, version) VALUES (%s,%s,%s,%s)",
+                ("default", MODEL, "champion", int(versions[worse].version)),
+            )
+        ours = threading.Thread(target=settle)
+        ours.start()
+        for _ in range(600):  # until the server's insert of ours waits on the other's key
+            with watcher.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                if cursor.fetchone()[0]:
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the server's set of @champion never waited on the other stage's insert")
+        other.commit()
+        ours.join(timeout=120)
+    finally:
+        other.close()
+        watcher.close()
+    assert "error" not in outcome, outcome.get("error")
+    champion, replaced = outcome["settled"]
+    assert str(champion.version) == str(versions[better].version)
+    assert str(replaced.version) == str(versions[worse].version)  # judged: the other's set was read
+    assert str(admin.get_model_version_by_alias(MODEL, "champion").version) == str(versions[better].version)
+    for user, status in ((better, "champion"), (worse, "candidate")):  # as evaluate leaves them
+        admin.set_model_version_tag(MODEL, versions[user].version, "status", status)
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -19,6 +19,7 @@ TINY_STUDY = {
     "activations": ["relu", "sigmoid"],
     "seeds": [1],
     "epochs": 1,
+    "precision": "32-true",
     "optimizer": "rmsprop",
     "lr": 0.001,
     "dying": {"activations": ["relu"], "lr": 0.01},
@@ -87,6 +88,7 @@ def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_pare
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.info.run_name for r in children) == cells
     assert all("diag/grad_norm/conv1" in r.data.metrics and "test/acc" in r.data.metrics for r in children)
+    assert {r.data.tags["device.precision"] for r in children} == {"32-true"}  # study.precision, on any CPU
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"activation_study.md", "dead_units.png"} <= artifacts
 

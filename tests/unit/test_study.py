@@ -13,6 +13,7 @@ STUDY = {
     "activations": ["relu", "sigmoid"],
     "seeds": [1, 2],
     "epochs": 2,
+    "precision": "32-true",
     "optimizer": "rmsprop",
     "lr": 0.001,
     "dying": {"activations": ["relu"], "lr": 0.01},
@@ -38,7 +39,8 @@ def test_the_study_is_every_activation_and_seed_then_the_dying_arm():
 def test_a_cell_trains_on_the_main_pipelines_split_into_its_own_directory():
     overrides = cell_overrides(STUDY, Cell("base", "sigmoid", 2), MAIN, Path("../.."))
     assert {"diagnostics=on", "model.activation=sigmoid", "seed=2", "optimizer.lr=0.001",
-            "data.split_seed=42", "trainer.max_epochs=2", "paths.dataset=../../data/processed/mnist.pt",
+            "data.split_seed=42", "trainer.max_epochs=2", "trainer.precision=32-true",
+            "paths.dataset=../../data/processed/mnist.pt",
             "paths.model_dir=cells/base-sigmoid-s2/models", "mlflow.registered_model_name=null",
             "mlflow.run_name=base-sigmoid-s2"} <= set(overrides)  # fmt: skip
     assert not any("limit_train_batches" in o for o in overrides)

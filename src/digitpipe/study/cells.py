@@ -64,6 +64,7 @@ def cell_overrides(study: Mapping[str, Any], cell: Cell, main: Mapping[str, Any]
         f"data.split_seed={main['data']['split_seed']}",
         f"data.val_size={main['data']['val_size']}",
         f"trainer.max_epochs={1 if quick else study['epochs']}",
+        f"trainer.precision={study['precision']}",
         f"callbacks.diagnostics.probe_size={study['probe_size']}",
         # the main pipeline's data, where it is (relative to this directory: ../../data/...)
         *(f"paths.{key}={project / main_paths[key]}" for key in ("dataset", "stats", "raw_dir")),

@@ -172,11 +172,16 @@ def worker_processes(parent: subprocess.Popen) -> list[psutil.Process]:
     return [p for p in children if any("spawn_main" in part for part in p.cmdline())]
 
 
-def wait_for(condition, timeout: float, what: str):
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
+    """Poll `condition` until it holds; fail at once, with the search's output, if `process` ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if found := condition():
             return found
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            said = f"{(out or '')[-2000:]}\n{(err or '')[-3000:]}"
+            raise AssertionError(f"the search ended ({process.returncode}) before {what}:\n{said}")
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -192,7 +197,7 @@ def test_two_workers_on_postgres_retry_a_killed_workers_trial_and_reach_exactly_
     try:
         running = wait_for(lambda: [t for t in study_of(url).trials if t.state.name == "RUNNING"
                                     and "mlflow_run_id" in t.user_attrs] if _exists(url) else None,
-                           timeout=180, what="a trial in training")  # fmt: skip
+                           timeout=180, what="a trial in training", process=process)  # fmt: skip
         victim_trial = running[0]
         two = wait_for(lambda: len(worker_processes(process)) == 2 and worker_processes(process), 30, "both")
         # the worker running that trial: its training run's owner tag names its PID
@@ -244,7 +249,7 @@ def test_sigterm_fails_the_running_trial_exits_in_seconds_and_the_same_command_c
     try:
         wait_for(lambda: (ws.project / "optuna.db").exists() and _exists(url) and any(
             t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in study_of(url).trials),
-            timeout=300, what="a trial in training")  # fmt: skip
+            timeout=300, what="a trial in training", process=process)  # fmt: skip
         time.sleep(1.0)
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)

@@ -54,11 +54,15 @@ class Postgres:
     def stop(self) -> None:
         self.ctl("-m", "fast", "-w", "stop")
 
-    def create_database(self, name: str) -> None:
+    def connect(self, database: str = "postgres"):
+        """A psycopg2 connection to `database`, as the servers under test connect."""
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=USER, password=PASSWORD,
-                                      dbname="postgres")  # fmt: skip
+        return psycopg2.connect(host="127.0.0.1", port=self.port, user=USER, password=PASSWORD,
+                                dbname=database)  # fmt: skip
+
+    def create_database(self, name: str) -> None:
+        connection = self.connect()
         connection.autocommit = True
         with connection.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')

@@ -50,6 +50,16 @@ def run_id(project: Path) -> str:
     return json.loads((project / "reports/mlflow_run.json").read_text())["run_id"]
 
 
+def ranked_versions(admin, projects: dict) -> tuple[dict, str, str]:
+    """Each clone's registered version, and which clone's is better and which worse by test/acc."""
+    versions = {u: admin.search_model_versions(f"name = '{MODEL}' and run_id = '{run_id(p)}'")[0]
+                for u, p in projects.items()}  # fmt: skip
+    accuracy = {u: float(v.tags["test/acc"]) for u, v in versions.items()}
+    better, worse = sorted(accuracy, key=accuracy.get, reverse=True)
+    assert accuracy[better] > accuracy[worse]
+    return versions, better, worse
+
+
 def test_two_clones_log_to_one_experiment_with_artifacts_in_s3_and_no_password_anywhere(team, clones):
     projects, logs, _ = clones
     admin = team.client("admin")
@@ -179,11 +189,7 @@ def test_two_evaluate_stages_finishing_at_once_leave_the_champion_on_the_better(
     the worse one's move would be the last word (a lost update)."""
     projects, _, mirror = clones
     admin = team.client("admin")
-    versions = {u: admin.search_model_versions(f"name = '{MODEL}' and run_id = '{run_id(p)}'")[0]
-                for u, p in projects.items()}  # fmt: skip
-    accuracy = {u: float(v.tags["test/acc"]) for u, v in versions.items()}
-    better, worse = sorted(accuracy, key=accuracy.get, reverse=True)
-    assert accuracy[better] > accuracy[worse]
+    versions, better, worse = ranked_versions(admin, projects)
     admin.delete_registered_model_alias(MODEL, "champion")  # a fresh registry's first two evaluations
     proxy = RaceProxy(team.url, str(versions[worse].version), str(versions[better].version))
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
@@ -213,24 +219,16 @@ def test_a_first_champion_set_by_another_stage_at_the_same_moment_is_judged_not_
     once collide on its key (PostgreSQL's UniqueViolation, a BAD_REQUEST to the loser). Here the
     other stage's insert (of the worse version) is held open in the database until ours waits on
     it: the loser reads @champion again and moves it to the better, instead of failing."""
-    import psycopg2
-
     from digitpipe.tracking.registry import settle_champion
-
-    from .postgres import PASSWORD, USER
 
     projects, _, _ = clones
     admin = team.client("admin")
-    versions = {u: admin.search_model_versions(f"name = '{MODEL}' and run_id = '{run_id(p)}'")[0]
-                for u, p in projects.items()}  # fmt: skip
-    accuracy = {u: float(v.tags["test/acc"]) for u, v in versions.items()}
-    better, worse = sorted(accuracy, key=accuracy.get, reverse=True)
+    versions, better, worse = ranked_versions(admin, projects)
     for user in (better, worse):  # both claim, as two evaluate stages do before they read
         admin.set_model_version_tag(MODEL, versions[user].version, "status", "evaluating")
     admin.delete_registered_model_alias(MODEL, "champion")
-    login = {"host": "127.0.0.1", "port": team.database.port, "user": USER, "password": PASSWORD}
-    other = psycopg2.connect(**login, dbname="test_team_server_runs")  # the server's database
-    watcher = psycopg2.connect(**login, dbname="test_team_server_runs")
+    database = f"{Path(__file__).stem}_runs"  # the team fixture's database for this file
+    other, watcher = team.database.connect(database), team.database.connect(database)
     watcher.autocommit = True
     outcome: dict = {}
 

@@ -111,8 +111,9 @@ def main() -> None:
                 )
                 client.set_terminated(target)
                 figures[name]["request"].append(  # one small read: what every call pays at least
-                    statistics.median(timed(lambda c=client: c.get_experiment_by_name(EXPERIMENT))
-                                      for _ in range(20))  # fmt: skip
+                    statistics.median(
+                        timed(lambda c=client: c.get_experiment_by_name(EXPERIMENT)) for _ in range(20)
+                    )  # fmt: skip
                 )
                 size = sum(p.stat().st_size for p in artifacts.rglob("*") if p.is_file()) / 1e6
                 print(f"round {round_ + 1} {name}: wall {wall:.1f} s, fit {fit:.1f} s, "

@@ -5,14 +5,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from digitpipe.cli import preflight
+from digitpipe.cli import VERSION_BASE, preflight
 from digitpipe.data.source import dataset_source
 from digitpipe.errors import exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=VERSION_BASE)
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     dataset_source(cfg).download()

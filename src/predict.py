@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from digitpipe.cli import VERSION_BASE
 from digitpipe.errors import exit_on_user_error
 from digitpipe.paths import resolve
 from digitpipe.serving.images import frame_digit, load_image
@@ -64,7 +65,7 @@ def main() -> None:
     if args.model:
         digits = from_mlflow_model(args.model, args.images)
     else:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        with initialize_config_dir(str(CONFIG_DIR), version_base=VERSION_BASE):
             cfg = compose("config")
         digits = from_checkpoint(args.checkpoint or resolve(cfg.paths.model_dir) / BEST, args.images)
     for path, (digit, probability) in zip(args.images, digits, strict=True):

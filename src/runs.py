@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from digitpipe.cli import preflight
+from digitpipe.cli import VERSION_BASE, preflight
 from digitpipe.errors import exit_on_user_error
 from digitpipe.paths import resolve
 from digitpipe.tracking.run import close_dead_runs
@@ -18,7 +18,7 @@ from digitpipe.training.run_dir import interrupted_runs, read_run_state
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=VERSION_BASE)
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     store = open_store(cfg.mlflow)

@@ -6,6 +6,7 @@ import difflib
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,57 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from digitpipe import atomic
 from digitpipe.environment import DVC_EXP_NAME
 from digitpipe.errors import ConfigError, exit_on_user_error
+
+
+def hydra_version_base() -> Any:
+    """What `version_base=` of @hydra.main and initialize_config_dir gets: "1.3" on Hydra 1.3 (left
+    out, Hydra 1.3 falls back to 1.1's defaults, which chdir into the run directory); on Hydra 1.4
+    (Python 3.14 needs it) Hydra's own 'not given', since 1.4 keeps 1.3's behaviour, deprecates the
+    argument and warns about every value passed (Hydra15MigrationWarning)."""
+    from hydra import __version__, version
+
+    major, minor = (int(part) for part in __version__.split(".")[:2])
+    return version._UNSPECIFIED_ if (major, minor) >= (1, 4) else "1.3"
+
+
+VERSION_BASE = hydra_version_base()
+
+# Lines that libraries print on every training and that a user can do nothing about
+NOISE_WARNINGS = (
+    # Lightning, when SLURM's srun is installed but did not start this process (twice a training);
+    # docs/distributed.md says how to run under SLURM
+    r"The `srun` command is available on your system but is not used",
+    # torch deprecated LeafSpec; Lightning 2.6's own _pytree.py still uses it
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # Hydra 1.4 (Python 3.14) on each instantiate() of conf/'s own _target_s (optimizer, scheduler,
+    # callbacks, trainer strategy): an error only from Hydra 1.5 on, when an execution whitelist
+    # must be passed where they are instantiated
+    r"hydra.utils.instantiate\(\) resolved _target_='[^']*' with no\s+_execution_whitelist_",
+)
+NOISE_LOGS = {  # logger: what its unwanted records say
+    "lightning.pytorch.utilities.rank_zero": "litlogger",  # an advert for Lightning's cloud logger
+    # the logged model's requirements say torch==2.13.0 for the +cpu build: what pip installs anyway
+    "mlflow.utils.requirements_utils": "contains a local version label",
+}
+
+
+class _Without(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Drop NOISE_WARNINGS and NOISE_LOGS (idempotent: each filter is installed once)."""
+    for message in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message)
+    for name, text in NOISE_LOGS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Without) and f.text == text for f in logger.filters):
+            logger.addFilter(_Without(text))
 
 
 def check_group_choices(args: list[str], config_dir: Path) -> None:
@@ -114,7 +166,7 @@ def composed(config_dir: Path, name: str, overrides: list[str] | None = None, re
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
+    with initialize_config_dir(str(config_dir.resolve()), version_base=VERSION_BASE):
         return OmegaConf.to_container(compose(name, overrides=overrides or []), resolve=resolve)
 
 
@@ -170,7 +222,11 @@ def check_knobs_current(params: Path, config_dir: Path) -> None:
 
 
 def preflight(config_dir: Path, config_name: str = "config") -> None:
-    """Checks on the command line that must fail before Hydra starts (exit 2, one line)."""
+    """Checks on the command line that must fail before Hydra starts (exit 2, one line); then the
+    libraries' noise is turned off for the whole command (its MLflow artifact bars too, which only
+    an environment variable turns off)."""
+    quiet_libraries()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     exit_on_user_error(check_group_choices)(sys.argv[1:], config_dir)
     exit_on_user_error(check_known_keys)(sys.argv[1:], config_dir, config_name)
     exit_on_user_error(check_params_current)(sys.argv[1:], config_dir)
@@ -183,6 +239,7 @@ def log_lightning_once() -> None:
     Hydra configured the root logger, as train() imports it (after the config is checked), its
     messages also propagate to Hydra's handlers, so every line came out twice.
     """
+    quiet_libraries()  # here too: a search's worker processes and in-process callers of train()
     if not logging.getLogger().handlers:  # no Hydra logging (a plain import): keep Lightning's own
         return
     lightning_logger = logging.getLogger("lightning")

@@ -28,6 +28,7 @@ from ..conftest import compose_config
 def step_plan(cfg):
     return validate(cfg).steps
 
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

@@ -1,6 +1,7 @@
 """Search hyperparameters: `python src/search.py`, or `python src/search.py search=wide search.n_trials=40`.
 Any other override applies to every trial (trainer.max_epochs=3). Rerun, it continues the study."""
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -30,5 +31,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from digitpipe.search.space import check_yaml
+
+    exit_on_user_error(check_yaml)(CONFIG_DIR, "search_config", sys.argv[1:])
     preflight(CONFIG_DIR, "search_config")
     main()

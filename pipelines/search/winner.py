@@ -1,16 +1,17 @@
-"""The search's winner: `python winner.py`, as dvc repro runs it from this directory. The best trial's
-overrides (reports/search.json) given to the real src/train.py, then src/evaluate.py, into winner/."""
+"""The search's winner: `python winner.py`, as dvc repro runs it from this directory. The best trial
+(reports/search.json) trained again by the main pipeline's train, then tested by its evaluate, into
+winner/, on as many torch threads as its trial."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+
 from digitpipe.errors import DataError, exit_on_user_error
-from digitpipe.search.winner import winner_overrides
+from digitpipe.search.winner import make_winner
 
 HERE = Path(__file__).resolve().parent
-PROJECT = Path("../..")
 
 
 @exit_on_user_error
@@ -19,12 +20,9 @@ def main() -> int:
     summary = json.loads(summary_path.read_text())
     if not summary.get("best"):
         raise DataError(f"{summary_path} names no best trial; run the search stage first")
-    best, parent = summary["best"], summary.get("mlflow_run_id")
-    overrides = winner_overrides(best, summary["study"], Path("winner"), parent)
-    for script in ("train.py", "evaluate.py"):
-        done = subprocess.run([sys.executable, str(PROJECT / "src" / script), *overrides], cwd=HERE)
-        if done.returncode:
-            return done.returncode
+    with initialize_config_dir(str(HERE.parents[1] / "conf"), version_base="1.3"):
+        make_winner(lambda overrides: compose("config", overrides=overrides), summary["best"],
+                    summary["study"], Path("winner"), summary.get("mlflow_run_id"))  # fmt: skip
     return 0
 
 

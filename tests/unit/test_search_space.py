@@ -75,17 +75,48 @@ def test_a_point_is_the_overrides_hydra_composes_with_every_digit_kept():
     assert compose_config(["scheduler=cosine", "~scheduler"]).scheduler is None
 
 
-def test_a_study_refuses_another_space_or_other_fixed_overrides_naming_the_difference():
+def test_a_study_refuses_another_space_or_another_config_around_it_naming_the_difference():
     lr = {"type": "float", "low": 0.001, "high": 0.1, "log": True, "step": None}
-    attrs = {"space": {"optimizer.lr": lr}, "fixed_overrides": ["trainer.max_epochs=3"]}
-    check_same_search("s", attrs, attrs["space"], ["trainer.max_epochs=3"])  # the same: fine
+    attrs = {"space": {"optimizer.lr": lr}, "config": {"trainer.max_epochs": 3, "data.batch_size": 256}}
+    check_same_search("s", attrs, attrs["space"], dict(attrs["config"]))  # the same: fine
     changed = {"optimizer.lr": {**lr, "high": 0.5}, "seed": {"type": "categorical", "choices": [1]}}
     with pytest.raises(ConfigError) as refused:
-        check_same_search("s", attrs, changed, ["trainer.max_epochs=4"])
+        check_same_search("s", attrs, changed, {"trainer.max_epochs": 3, "data.batch_size": 32})
     message = str(refused.value)
     assert "optimizer.lr: float [0.001, 0.1] log in the study, float [0.001, 0.5] log now" in message
     assert "seed: absent in the study, choices [1] now" in message
-    assert "trainer.max_epochs=3 in the study, trainer.max_epochs=4 now" in message
+    assert "data.batch_size=256 in the study, 32 now" in message
+    assert "trainer.max_epochs" not in message  # only what differs
+    assert "search.study=" in message and "new study" in message
+
+
+def test_every_process_and_every_rerun_samples_its_own_points_and_one_process_repeats_a_study():
+    from omegaconf import OmegaConf
+
+    from digitpipe.search.study import make_sampler
+
+    settings = OmegaConf.create({"sampler_seed": 42, "startup_trials": 2})
+
+    def objective(trial) -> float:
+        return -((trial.suggest_float("x", -10, 10) - 2) ** 2)
+
+    def study(storage, n: int) -> list[float]:
+        made = optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                   sampler=make_sampler(settings), direction="maximize")  # fmt: skip
+        made.optimize(objective, n_trials=n)
+        return [t.params["x"] for t in made.trials]
+
+    whole = study(None, 6)
+    assert study(None, 6) == whole  # the same seed, one process: the same study
+    shared = optuna.storages.InMemoryStorage()
+    study(shared, 3)
+    assert study(shared, 3) == whole  # a rerun continues with new points (the old code repeated)
+    assert len(set(whole)) == 6
+    # two processes side by side: each takes other trial numbers, so other points
+    first, second = (optuna.load_study(study_name="s", storage=shared, sampler=make_sampler(settings))
+                     for _ in range(2))  # fmt: skip
+    a, b = first.ask(), second.ask()
+    assert a.suggest_float("x", -10, 10) != b.suggest_float("x", -10, 10)
 
 
 def test_a_storage_url_is_shown_without_its_password():

@@ -40,6 +40,7 @@ def summary(study, search, fixed: list[str], groups: frozenset[str] = frozenset(
             "params": best.params,
             "overrides": [*fixed, *overrides(best.params, groups)],
             "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+            "torch_threads": best.user_attrs.get("torch_threads"),
         },
         # the study's span, first trial start to last trial end (over every worker and rerun)
         "wall_s": round((max(ended) - min(started)).total_seconds(), 1) if started and ended else 0.0,

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from digitpipe import atomic, interrupts
 from digitpipe.cli import check_group_choices
@@ -19,11 +19,16 @@ from digitpipe.paths import resolve
 from digitpipe.search.report import figures, summary
 from digitpipe.search.space import Param, config_groups, overrides, parse_space
 from digitpipe.search.study import PARENT_ATTR, counts, finished, open_study, redacted, storage_url
-from digitpipe.search.winner import make_winner, winner_overrides
-from digitpipe.search.workers import WorkerSpec, run_trials, run_workers
+from digitpipe.search.trials import Objective
+from digitpipe.search.winner import make_winner
+from digitpipe.search.workers import run_copies, run_trials
+from digitpipe.tracking.metadata import flatten_config
 from digitpipe.training.resume import is_result_key
 
 WINNER_ATTR = "winner_run_id"
+# a search's own settings: (key, least value); each a whole number
+COUNTS = (("n_trials", 1), ("workers", 1), ("heartbeat_s", 1), ("grace_s", 1), ("max_retries", 0),
+          ("startup_trials", 0), ("warmup_epochs", 0), ("sampler_seed", 0))  # fmt: skip
 
 
 def search(
@@ -31,35 +36,22 @@ def search(
 ) -> dict:
     """Run the study cfg.search describes; its summary (reports/search.json) once it is complete."""
     s = cfg.search
+    check_settings(s)
     params = parse_space(s.space)
-    name = str(s.study or s.name)
+    name = check_name(str(s.study or s.name))
     check_trials(params, fixed, config_dir, compose)
-    if int(s.workers) < 1 or int(s.n_trials) < 1:
-        raise ConfigError(
-            f"search.workers and search.n_trials must be at least 1, not {s.workers} and {s.n_trials}"
-        )
     from digitpipe.tracking.store import check_sqlite_file, tracking_uri
 
     check_sqlite_file(tracking_uri(cfg.mlflow.tracking_uri))  # a damaged store: before the study exists
     with interrupts.handled():
-        # storage errors: before any MLflow run; the study's identity: its space and the fixed
-        # overrides that change a result (not where runs are logged)
-        study = open_study(s, name, params, [o for o in fixed if is_result_key(override_key(o))]).study
+        # storage errors: before any MLflow run; the study's identity: its space and the config
+        # around it (every setting that changes a result, not where runs are logged)
+        study = open_study(s, name, params, trained_config(compose(fixed), params)).study
         from digitpipe.tracking.run import recorded
         from digitpipe.tracking.store import open_store
 
         store = open_store(cfg.mlflow)
         parent = study_run(store, study, s, name, owner=bool(s.finalize))
-        spec = WorkerSpec(
-            str(config_dir),
-            OmegaConf.to_container(s, resolve=True),
-            OmegaConf.to_container(cfg.mlflow, resolve=True),
-            name,
-            params,
-            fixed,
-            parent.run_id,
-            str(resolve(s.outputs.work_dir) / name),
-        )
         with recorded(parent if s.finalize else None):
             print(
                 f"study {name!r} in {redacted(storage_url(s.storage))}: "
@@ -69,9 +61,14 @@ def search(
             )
             codes: list[int] = []
             if int(s.workers) == 1:
-                run_trials(spec, compose)
+                work_dir = resolve(s.outputs.work_dir) / name
+                groups = config_groups(config_dir)
+                url = storage_url(s.storage)
+                objective = Objective(name, params, fixed, compose, work_dir, parent.run_id, int(s.n_trials),
+                                      groups, url)  # fmt: skip
+                run_trials(study, objective, store.client, s, url)
             else:
-                codes = run_workers(spec, int(s.workers))
+                codes = run_copies(int(s.workers))
                 stopped_by(codes)
             tally = counts(study)
             if finished(study) < int(s.n_trials) and int(s.workers) > 1 and any(codes):
@@ -85,6 +82,42 @@ def search(
             return finalize(cfg, study, fixed, parent, compose, config_dir)
 
 
+def check_settings(s: DictConfig) -> None:
+    """The search's counts are whole numbers in range, in one line, before anything opens."""
+    for key, least in COUNTS:
+        value = s.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"search.{key} must be a whole number of at least {least}, not {value!r}")
+
+
+def check_name(name: str) -> str:
+    """The study's name, which also names its folder under search.outputs.work_dir."""
+    if (
+        not name.strip()
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or name in (".", "..")
+        or len(name) > 120
+    ):
+        raise ConfigError(
+            f"search.study={name!r} cannot name a study: give 1-120 characters, without / or \\, "
+            "not . or .. (it also names the study's folder)"
+        )
+    return name
+
+
+def trained_config(cfg: DictConfig, params: list[Param]) -> dict:
+    """What every trial trains with besides its point: each setting that changes a result, outside
+    the space (a config group in the space takes its keys with it)."""
+    keys = [p.key for p in params]
+    return {
+        k: v if isinstance(v, str | int | float | bool) or v is None else str(v)
+        for k, v in flatten_config(cfg).items()
+        if is_result_key(k) and not any(k == key or k.startswith(f"{key}.") for key in keys)
+    }
+
+
 def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -95,8 +128,8 @@ def check_trials(params: list[Param], fixed: list[str], config_dir: Path, compos
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    for param in params:
-        check_group_choices([f"{param.key}={c}" for c in param.choices], config_dir)
+    for param in params:  # a null choice of a group is ~group, checked by composing it below
+        check_group_choices([f"{param.key}={c}" for c in param.choices if c is not None], config_dir)
     for corner in (0, 1):
         point = {p.key: p.ends()[corner] for p in params}
         try:
@@ -180,7 +213,6 @@ def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose, config_d
         atomic.write_bytes(outputs / file, data)
         client.log_artifact(parent.run_id, str(outputs / file), "figures")
     winner_dir = resolve(s.outputs.work_dir) / study.study_name / "winner"
-    best["winner_overrides"] = winner_overrides(best, study.study_name, winner_dir, parent.run_id)
     atomic.write_json(resolve(s.outputs.summary), report)
     client.log_artifact(parent.run_id, str(resolve(s.outputs.summary)))
     client.log_metric(parent.run_id, "best/val_acc", best["val_acc"])
@@ -194,7 +226,7 @@ def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose, config_d
     if s.train_winner:
         made = study.user_attrs.get(WINNER_ATTR, {})
         if made.get("trial") != best["trial"]:
-            result = make_winner(compose, best["winner_overrides"])
+            result = make_winner(compose, best, study.study_name, winner_dir, parent.run_id)
             study.set_user_attr(WINNER_ATTR, {"trial": best["trial"], "run_id": result["run_id"]})
             client.set_tag(parent.run_id, "search.winner_run_id", str(result["run_id"]))
             print(

@@ -45,6 +45,27 @@ class Param:
         return {"type": self.type, "low": self.low, "high": self.high, "log": self.log, "step": self.step}
 
 
+def check_yaml(config_dir: Path, config_name: str, args: list[str]) -> None:
+    """A config file this command composes (a space in conf/search/, say) that is not valid YAML is
+    one line naming the file, line and column; Hydra would raise its parser's traceback."""
+    import yaml
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            compose(config_name, overrides=[a for a in args if not a.startswith("-")])
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = (
+            f"{mark.name} is not valid YAML at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        )
+        raise ConfigError(
+            f"{where or 'a config file is not valid YAML'}: {err.problem}; fix the file"
+        ) from err
+    except Exception:  # anything else is reported by Hydra itself, or by the checks after it
+        return
+
+
 def parse_space(space: Mapping[str, Any] | None) -> list[Param]:
     """The space's parameters, or a ConfigError naming the first malformed entry."""
     from omegaconf import DictConfig, OmegaConf

@@ -1,9 +1,11 @@
 """The Optuna study a search adds to: its storage (a file by default, PostgreSQL for many machines),
-its sampler and pruner, and the check that a rerun searches the same space as the study's first run."""
+its sampler and pruner, and the check that a rerun searches the same space, with the same config
+around it, as the study's first run."""
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections import Counter
 from collections.abc import Mapping
@@ -19,7 +21,7 @@ from digitpipe.search.space import Param
 DEFAULT_STORAGE = "optuna.db"  # in the project root, beside mlflow.db: no server needed
 FINISHED = ("COMPLETE", "PRUNED")  # what counts towards search.n_trials
 PRUNERS = ("median", "hyperband", "none")
-SPACE_ATTR, FIXED_ATTR, PARENT_ATTR = "space", "fixed_overrides", "mlflow_parent_run_id"
+SPACE_ATTR, CONFIG_ATTR, PARENT_ATTR = "space", "config", "mlflow_parent_run_id"
 
 
 def storage_url(configured: str | None) -> str:
@@ -38,28 +40,56 @@ def redacted(url: str) -> str:
 
 def open_storage(search: DictConfig):
     """The study's RDB storage with Optuna's heartbeat (a killed worker's trial is failed after
-    grace_s and retried with the same params), or a one-line TrackingError when it cannot be opened."""
+    grace_s and retried with the same params), or a one-line TrackingError when it cannot be opened.
+    Two searches that start together on a new storage both create its tables: the loser retries."""
     import optuna
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
     url = storage_url(search.storage)
-    try:
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's API
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=int(search.heartbeat_s),
-            grace_period=int(search.grace_s),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=int(search.max_retries)
-            ),
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's API
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=int(search.heartbeat_s),
+                grace_period=int(search.grace_s),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=int(search.max_retries)
+                ),
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
+        except (IntegrityError, ProgrammingError) as err:  # the other search's CREATE TABLE won
+            if attempt == 4:
+                raise storage_failure(url, err, "cannot open") from err
+            time.sleep(0.5 + attempt)
+        except (SQLAlchemyError, ArgumentError, ModuleNotFoundError) as err:
+            raise storage_failure(url, err, "cannot open") from err
+
+
+def storage_failure(url: str, err: BaseException, what: str = "lost") -> TrackingError:
+    """One line for a storage that cannot be opened, or that stopped answering mid-search (a server
+    stopped, a full disk): the database's own words, not Optuna's guess about them."""
+    cause = err
+    while cause.__cause__ is not None or getattr(cause, "orig", None) is not None:
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if what == "cannot open":
+        return TrackingError(
+            f"cannot open the search's storage {redacted(url)}: {reason}; check search.storage (host, "
+            "port, user, password, database), or leave it null for the file in the project root"
         )
-    except (SQLAlchemyError, ArgumentError, ModuleNotFoundError, ValueError) as err:
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        raise TrackingError(
-            f"cannot open the search's storage {redacted(url)}: {reason}; check search.storage "
-            "(host, port, user, password, database), or leave it null for the file in the project root"
-        ) from err
+    return TrackingError(
+        f"the search's storage {redacted(url)} stopped answering: {reason}. The study keeps every "
+        "finished trial: once the database answers (and has space), the same command continues it"
+    )
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What Optuna and SQLAlchemy raise when the database fails under a running search."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (StorageInternalError, SQLAlchemyError)
 
 
 @dataclass(frozen=True)
@@ -68,43 +98,48 @@ class StudyOpened:
     new: bool
 
 
-def open_study(search: DictConfig, name: str, params: list[Param], fixed: list[str]) -> StudyOpened:
-    """Create the study, or load it and refuse when its space or fixed overrides differ."""
+def open_study(search: DictConfig, name: str, params: list[Param], config: dict[str, Any]) -> StudyOpened:
+    """Create the study, or load it and refuse when its space, or the config its trials train with
+    (`config`: every setting that changes a result, outside the space), differs."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial is reported in one line instead
     logging.getLogger("optuna").propagate = False
     storage = open_storage(search)
     space = {p.key: p.as_dict() for p in params}
-    exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=make_sampler(search), pruner=make_pruner(search),
-    )  # fmt: skip
-    if not exists or SPACE_ATTR not in study.user_attrs:
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+            sampler=make_sampler(search), pruner=make_pruner(search),
+        )  # fmt: skip
+        if SPACE_ATTR in study.user_attrs:
+            check_same_search(name, study.user_attrs, space, config)
+            return StudyOpened(study, False)
         study.set_user_attr(SPACE_ATTR, space)
-        study.set_user_attr(FIXED_ATTR, fixed)
-        return StudyOpened(study, True)
-    check_same_search(name, study.user_attrs, space, fixed)
-    return StudyOpened(study, False)
+        study.set_user_attr(CONFIG_ATTR, config)
+    except storage_errors() as err:
+        raise storage_failure(storage_url(search.storage), err) from err
+    return StudyOpened(study, True)
 
 
-def check_same_search(name: str, attrs: Mapping[str, Any], space: dict, fixed: list[str]) -> None:
-    """A study's trials are comparable only over one space with one set of fixed settings."""
-    before, was_fixed = attrs[SPACE_ATTR], attrs.get(FIXED_ATTR, [])
+def check_same_search(name: str, attrs: Mapping[str, Any], space: dict, config: dict[str, Any]) -> None:
+    """A study's trials are comparable only over one space, each trained with one config around it."""
+    before, was = attrs[SPACE_ATTR], attrs.get(CONFIG_ATTR, {})
     changes = [
         f"{key}: {describe(before.get(key))} in the study, {describe(space.get(key))} now"
         for key in [*before, *(k for k in space if k not in before)]
         if before.get(key) != space.get(key)
     ]
-    if sorted(was_fixed) != sorted(fixed):
-        changes.append(
-            f"fixed overrides: {' '.join(was_fixed) or 'none'} in the study, {' '.join(fixed) or 'none'} now"
-        )
+    changes += [
+        f"{key}={was.get(key, '(unset)')!r} in the study, {config.get(key, '(unset)')!r} now"
+        for key in sorted(was.keys() | config.keys())
+        if was.get(key) != config.get(key)
+    ]
     if changes:
+        shown = "; ".join(changes[:4]) + (f" (and {len(changes) - 4} more)" if len(changes) > 4 else "")
         raise ConfigError(
-            f"study {name!r} was made with another search: {'; '.join(changes)}. Give this search its "
-            f"own name (search.study=...), or run the study's own space and overrides to continue it"
+            f"study {name!r} was made with another search: {shown}. Give this search its own name "
+            "(search.study=...) to start a new study, or run the study's own space and config to continue it"
         )
 
 
@@ -119,21 +154,39 @@ def describe(spec: dict | None) -> str:
     )
 
 
-def load_study(search: DictConfig, name: str, worker: int = 0):
-    """The study as a worker sees it: this search's pruner, and TPE seeded with sampler_seed + the
-    worker's index (workers seeded alike would sample the same points side by side)."""
+def make_sampler(search: DictConfig):
+    """TPE whose random numbers for trial n are seeded from (sampler_seed, n): every process on the
+    study, and every rerun, samples its own points (each trial number is taken once, by one
+    process), while one process from the start still reproduces the study point for point.
+    A TPE seeded once per process drew the same points in every process and in every rerun."""
     import optuna
 
-    return optuna.load_study(study_name=name, storage=open_storage(search),
-                             sampler=make_sampler(search, worker), pruner=make_pruner(search))  # fmt: skip
+    class TrialSeededTPE(optuna.samplers.BaseSampler):
+        def __init__(self, seed: int, startup_trials: int) -> None:
+            self.seed, self.startup_trials = seed, startup_trials
+            self.tpe = self.for_trial(0)
 
+        def for_trial(self, number: int) -> optuna.samplers.TPESampler:
+            seed = (self.seed * 1_000_003 + number) % 2**32
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
 
-def make_sampler(search: DictConfig, worker: int = 0):
-    import optuna
+        def before_trial(self, study, trial) -> None:
+            self.tpe = self.for_trial(trial.number)
+            self.tpe.before_trial(study, trial)
 
-    return optuna.samplers.TPESampler(
-        seed=int(search.sampler_seed) + worker, n_startup_trials=int(search.startup_trials)
-    )
+        def infer_relative_search_space(self, study, trial):
+            return self.tpe.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.tpe.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.tpe.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self.tpe.after_trial(study, trial, state, values)
+
+    return TrialSeededTPE(int(search.sampler_seed), int(search.startup_trials))
 
 
 def make_pruner(search: DictConfig):

@@ -22,6 +22,8 @@ DIVERGED_ATTR = "diverged"  # a pruned trial whose training diverged (its run: F
 FAIL_ATTR = "fail_reason"  # why a trial failed, one line (a killed worker's trial has none)
 RUN_ATTR = "mlflow_run_id"  # the trial's user attribute naming its MLflow run
 STATE_TAG = "search.state"  # COMPLETE | PRUNED | FAIL, as Optuna ends the trial
+RETRY_ATTR = "retry_of"  # a stopped trial's point, queued again: the trial it retries
+THREADS_ATTR = "torch_threads"  # torch's intra-op threads the trial trained on: its winner trains on as many
 SCORE = "best/val_acc"  # the trial's value: the best epoch's val/acc, the checkpoint a winner keeps
 
 
@@ -69,10 +71,11 @@ class Objective:
     parent_run_id: str | None
     total: int
     groups: frozenset[str] = frozenset()  # config groups: a null choice is `~group`
+    storage: str = ""  # the study's storage URL, named when it stops answering mid-trial
 
     def __call__(self, trial) -> float:
         import optuna
-        from optuna_integration import PyTorchLightningPruningCallback
+        import torch
 
         from digitpipe.training.train import train
 
@@ -80,11 +83,16 @@ class Objective:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number}: {self.total} trials were already started")
         cfg = self.trial_config(trial, suggest(trial, self.params))
+        trial.set_user_attr(THREADS_ATTR, torch.get_num_threads())  # sums differ with the thread count
         watch = run_of(trial)
         try:
-            result = train(cfg, callbacks=[PyTorchLightningPruningCallback(trial, monitor=VAL_ACC), watch])
-        except Interrupted as stop:
+            result = train(cfg, callbacks=[pruning(trial, self.storage), watch])
+        except Interrupted as stop:  # its point queued again, as Optuna's retry does for a dead worker's
             trial.set_user_attr(FAIL_ATTR, f"stopped: {stop}")
+            trial.study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
+            stop.detail = (
+                f"trial {trial.number} marked FAIL and queued again; the same command continues the study"
+            )
             raise TrialStopped(stop) from stop
         except DivergedError as err:  # a result about this point: pruned, so that TPE learns from it
             trial.set_user_attr(
@@ -116,6 +124,23 @@ class Objective:
         return cfg
 
 
+def pruning(trial, storage: str):
+    """Optuna's pruning callback on val/acc, whose storage failing mid-trial (a database stopped, a
+    full disk) ends the training with the database's own words, not Optuna's guess about them."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    from digitpipe.search.study import storage_errors, storage_failure
+
+    class Pruning(PyTorchLightningPruningCallback):
+        def on_validation_end(self, trainer, pl_module) -> None:
+            try:
+                super().on_validation_end(trainer, pl_module)
+            except storage_errors() as err:
+                raise storage_failure(storage, err) from err
+
+    return Pruning(trial, monitor=VAL_ACC)
+
+
 def run_of(trial):
     """A Lightning callback that puts the training's MLflow run id on the trial as it starts, so that
     a trial pruned mid-fit, or whose worker is killed, still names its run."""
@@ -139,7 +164,8 @@ def is_surplus(trial, total: int) -> bool:
     from optuna.trial import TrialState
 
     trials = trial.study.get_trials(deepcopy=False)
-    if any(t.number == trial.number and "failed_trial" in t.system_attrs for t in trials):
+    if any(t.number == trial.number and ("failed_trial" in t.system_attrs or RETRY_ATTR in t.user_attrs)
+           for t in trials):  # fmt: skip
         return False
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     return sum(1 for t in trials if t.number < trial.number and t.state in counted) >= total

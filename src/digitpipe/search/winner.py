@@ -2,13 +2,17 @@
 (this time logging and registering the model, under the study's run), then tested by its evaluate,
 which records the test accuracy and moves @champion only if it beats the champion's.
 
-A trial keeps no model (its files go when it ends), so the winner is trained again: the same config
-and seed, so on the same machine the same val/acc as its trial (tests/integration/test_search.py)."""
+A trial keeps no model (its files go when it ends), so the winner is trained again: the same config,
+seed and number of torch threads (sums differ with the thread count), so on the same machine the
+same val/acc as its trial to the last digit (tests/integration/test_search.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig
 
 WINNER_FILES = {  # paths.<key>: the winner's train and evaluate outputs, in <work_dir>/<study>/winner/
     "model_dir": "models",
@@ -25,30 +29,46 @@ WINNER_FILES = {  # paths.<key>: the winner's train and evaluate outputs, in <wo
 }
 
 
-def winner_overrides(
-    best: dict[str, Any], study: str, winner_dir: Path, parent_run_id: str | None
-) -> list[str]:
-    """The overrides `python src/train.py` and `python src/evaluate.py` take to make the winner."""
-    extra = [f"paths.{key}={winner_dir / name}" for key, name in WINNER_FILES.items()]
-    extra += [
-        f"mlflow.run_name='winner of {study}: trial {best['trial']}'",
-        f"++mlflow.tags={{search.study:{study},search.winner_of_trial:{best['trial']}}}",
-        "resume=false",
-        "test_after_fit=false",  # the test set is evaluate's, once, for the winner only
-    ]
-    if parent_run_id:
-        extra.append(f"mlflow.parent_run_id={parent_run_id}")
-    return [*best["overrides"], *extra]
+def winner_config(
+    compose: Callable[[list[str]], DictConfig],
+    best: dict[str, Any],
+    study: str,
+    winner_dir: Path,
+    parent_run_id: str | None,
+) -> DictConfig:
+    """The best trial's config, with the winner's files, name and parent set on it (no path or name
+    travels in an override string, so any directory and study name work)."""
+    cfg = compose([*best["overrides"], "resume=false", "test_after_fit=false"])  # the test set: evaluate's
+    for key, name in WINNER_FILES.items():
+        cfg.paths[key] = str(winner_dir / name)
+    cfg.mlflow.run_name = f"winner of {study}: trial {best['trial']}"
+    cfg.mlflow.tags = {**cfg.mlflow.tags, "search.study": study, "search.winner_of_trial": str(best["trial"])}
+    cfg.mlflow.parent_run_id = parent_run_id
+    return cfg
 
 
-def make_winner(compose, overrides: list[str]) -> dict[str, float]:
-    """Train and evaluate the winner in this process; its val/acc and test metrics."""
+def make_winner(
+    compose: Callable[[list[str]], DictConfig],
+    best: dict[str, Any],
+    study: str,
+    winner_dir: Path,
+    parent_run_id: str | None,
+) -> dict[str, float]:
+    """Train and evaluate the winner in this process, on its trial's number of threads; its val/acc
+    and test metrics."""
+    import torch
+
     from digitpipe.evaluation.evaluate import run_evaluate
     from digitpipe.training.train import train
 
-    cfg = compose(overrides)
-    trained = train(cfg)
-    evaluation = run_evaluate(cfg)
+    cfg = winner_config(compose, best, study, winner_dir, parent_run_id)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(best.get("torch_threads") or threads))
+    try:
+        trained = train(cfg)
+        evaluation = run_evaluate(cfg)
+    finally:
+        torch.set_num_threads(threads)
     return {
         "best/val_acc": float(trained.metrics["best/val_acc"]),
         **evaluation.scalars,

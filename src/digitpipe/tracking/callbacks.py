@@ -24,6 +24,19 @@ def training_input(name: str, datamodule) -> DatasetInput:
     return DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, "training")])
 
 
+def log_input(client, run_id: str, dataset: DatasetInput) -> None:
+    """The run's dataset; a second try when another process recorded the same dataset at the same
+    moment (MLflow's SQL store checks, then inserts: the loser hits the unique constraint)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.log_inputs(run_id, [dataset])
+    except MlflowException as err:
+        if "UNIQUE constraint" not in str(err) and "duplicate key" not in str(err):
+            raise
+        client.log_inputs(run_id, [dataset])  # the dataset exists now: linked, not inserted
+
+
 class RunMetadata(L.Callback):
     """Logs the config (flat params + YAML), model summary, the data's DVC md5 and device (with what
     precision and train_step's `auto`s became: `steps`) into a new run.
@@ -45,7 +58,7 @@ class RunMetadata(L.Callback):
             client.log_text(run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
             client.log_text(run_id, pl_module.summary(), "model_summary.txt")
             client.set_tag(run_id, "data.md5", trainer.datamodule.data_md5)  # known after setup
-            client.log_inputs(run_id, [training_input(self.cfg.data.name, trainer.datamodule)])
+            log_input(client, run_id, training_input(self.cfg.data.name, trainer.datamodule))
             device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
             client.set_tag(run_id, "device.type", device)
             client.set_tag(run_id, "device.count", str(trainer.world_size))

@@ -54,7 +54,7 @@ def attempt(cfg: DictConfig) -> Iterator[Attempt]:
         run_dir = plan.run_dir or RunDir(root / (run.run_id if run else "rank"))  # other ranks never write
         if owner and not plan.run_dir:
             held.enter_context(run_dir.held())
-        with explained(run, run_dir), recorded(run):
+        with explained(run, run_dir, resumable=cfg.resume is not False), recorded(run):
             yield Attempt(run, run_dir, plan.checkpoint)
 
 
@@ -90,9 +90,12 @@ def extra_tags(cfg: DictConfig) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def explained(run: TrackedRun | None, run_dir: RunDir) -> Iterator[None]:
-    """Say, in the one line the CLI prints, what became of an interrupted or failed run."""
+def explained(run: TrackedRun | None, run_dir: RunDir, resumable: bool = True) -> Iterator[None]:
+    """Say, in the one line the CLI prints, what became of an interrupted or failed run (a training
+    with resume=false, as a search's trials and winner, promises no resume)."""
     kept = f"its checkpoints are kept in {run_dir.path}/ and the same command resumes it"
+    if not resumable:
+        kept = "resume=false: the same command starts it again"
     try:
         yield
     except interrupts.Interrupted as stop:

@@ -10,8 +10,6 @@ Read, set by the user (or the tools that start a stage):
 Set by a process for the processes it starts (a DDP rank cannot be handed anything else: Lightning
 starts it by running the same command line again):
     DIGITPIPE_RESUME_CHECKPOINT     rank 0's decision: the checkpoint the ranks resume ("" for none)
-    DIGITPIPE_LAUNCHED_BY           the PID of the rank-0 process that started a rank, which the rank
-                                    watches so that it stops when that process is gone
     DIGITPIPE_MLFLOW_PARENT_RUN_ID  a `-m` sweep's parent run, the parent of its jobs' runs
     MLFLOW_HTTP_REQUEST_TIMEOUT, _MAX_RETRIES, _BACKOFF_FACTOR
                                     MLflow's own, from mlflow.http: how long a dead server is waited for
@@ -34,7 +32,6 @@ MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"
 DVC_EXP_NAME = "DVC_EXP_NAME"
 CPU_BF16 = "DIGITPIPE_CPU_BF16"
 RESUME_CHECKPOINT = "DIGITPIPE_RESUME_CHECKPOINT"
-LAUNCHED_BY = "DIGITPIPE_LAUNCHED_BY"
 SWEEP_PARENT_RUN = "DIGITPIPE_MLFLOW_PARENT_RUN_ID"
 MLFLOW_HTTP = {  # mlflow.http's keys, and the variable MLflow's client reads each from
     "timeout_s": "MLFLOW_HTTP_REQUEST_TIMEOUT",

@@ -6,7 +6,6 @@ and pyproject.toml bounds Lightning to the versions tested. Everything else uses
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -33,21 +32,6 @@ def count_logged_steps(trainer: L.Trainer, steps: int) -> None:
     """Advance the loggers' step axis by `steps` more updates in this Lightning batch (Lightning
     counts one per batch; with several updates per batch, metrics must be logged at their own step)."""
     trainer.fit_loop.epoch_loop._batches_that_stepped += steps
-
-
-def take_child_processes(trainer: L.Trainer) -> list[subprocess.Popen]:
-    """The DDP ranks Lightning's launcher started (none yet, or none: []), taken from it.
-
-    Lightning's process observer watches the launcher's own list and SIGKILLs every process,
-    itself included, 5 s after one rank fails: emptied, the observer has nothing left to watch and
-    ends, and the caller supervises the ranks instead (distributed/supervision.py).
-    """
-    procs = getattr(trainer.strategy.launcher, "procs", None)
-    if not procs:
-        return []
-    taken = list(procs)
-    procs.clear()
-    return taken
 
 
 class StopOnSignal(L.Callback):

@@ -36,3 +36,19 @@ def team(postgres, tmp_path_factory, request):
     server = start_team_server(tmp_path_factory.mktemp("team"), postgres, name)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A one-node SLURM cluster per test process (tests/integration/slurm.py)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .slurm import start_slurm
+
+    base = Path(tempfile.mkdtemp(prefix="digitpipe-slurm-"))
+    cluster = start_slurm(base)
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(base, ignore_errors=True)

@@ -3,11 +3,7 @@ relied on: these fail in seconds on a Lightning release that moved one."""
 
 from __future__ import annotations
 
-import inspect
 import signal
-import subprocess
-import sys
-import time
 
 import lightning as L
 import pytest
@@ -99,29 +95,3 @@ def test_lightning_installs_its_sigterm_handler_before_the_hooks_that_take_it_ba
         after = signal.getsignal(signal.SIGTERM)
     assert (seen.handler is interrupts.raise_interrupted) is reclaimed  # else Lightning's own
     assert after is interrupts.raise_interrupted  # Lightning put back the handler it found
-
-
-def test_lightnings_process_observer_watches_the_launchers_own_list_of_ranks():
-    """take_child_processes empties the launcher's list, so the observer that SIGKILLs every process
-    when a rank fails has none left; were it watching a copy, it would kill `main` below."""
-    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
-    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
-    from digitpipe.lightning_compat import take_child_processes
-
-    assert "_launch_process_observer(self.procs)" in inspect.getsource(_SubprocessScriptLauncher.launch)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
-    assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
-    main = subprocess.Popen(["sleep", "30"])  # stands in for the launching process
-    rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3); raise SystemExit(1)"])
-    trainer.strategy.launcher.procs.append(rank)
-    observer = _ChildProcessObserver(main_pid=main.pid, child_processes=trainer.strategy.launcher.procs,
-                                     sleep_period=0.05)  # fmt: skip
-    observer.start()
-    try:
-        assert take_child_processes(trainer) == [rank] and trainer.strategy.launcher.procs == []
-        rank.wait(timeout=10)
-        time.sleep(0.3)  # several of the observer's looks after the rank failed
-        assert not observer.is_alive() and main.poll() is None
-    finally:
-        main.kill()

@@ -1,3 +1,3 @@
-"""One training as several processes (DDP): the ranks Lightning's launcher starts re-run this
-process's command (launch.py), and are watched so that all of them end within seconds, with one
-line, when one dies or is stopped (supervision.py). A training in one process never imports this."""
+"""One training as several processes (DDP). The processes are started and watched by an engine:
+Lightning's launcher (`python src/train.py trainer=ddp`: it re-runs this job's command), torchrun's
+agent or SLURM (docs/distributed.md). A training in one process never imports this."""

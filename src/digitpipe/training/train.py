@@ -44,7 +44,7 @@ def train(cfg: DictConfig, callbacks: Sequence = ()):  # -> training.record.Trai
         if trainer.is_global_zero and this.is_new:
             print(model.summary())
         started = time.perf_counter()
-        with supervised(trainer, this), quiet_if_grouped(settings):
+        with launched(trainer, this), quiet_if_grouped(settings):
             trainer.fit(model, datamodule=datamodule, ckpt_path=this.checkpoint, weights_only=True)
             seconds = time.perf_counter() - started
             metrics = {**history.last(), **epoch_metrics(trainer)}  # the history: a resume's epochs too
@@ -59,13 +59,13 @@ def train(cfg: DictConfig, callbacks: Sequence = ()):  # -> training.record.Trai
         return record(cfg, this.run, this.run_dir, fitted)
 
 
-def supervised(trainer, this) -> contextlib.AbstractContextManager:
-    """Under DDP, the ranks watched and the launch undone afterwards (digitpipe.distributed)."""
+def launched(trainer, this) -> contextlib.AbstractContextManager:
+    """Under DDP, the launch narrowed to this job and undone afterwards (digitpipe.distributed)."""
     if trainer.world_size == 1:
         return contextlib.nullcontext()
-    from digitpipe.distributed.supervision import supervised
+    from digitpipe.distributed.launch import launched
 
-    return supervised(trainer, this.run, this.checkpoint)
+    return launched(trainer.global_rank, this.checkpoint)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import torch
 from epoch_time import lightning_epoch, loaded_datamodule  # as the Lightning-vs-plain benchmark
 from hydra import compose, initialize_config_dir
 
+from digitpipe.cli import VERSION_BASE
 from digitpipe.paths import workspace_root
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.activation=sigmoid")
     args = parser.parse_args()
-    with initialize_config_dir(str(workspace_root() / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(workspace_root() / "conf"), version_base=VERSION_BASE):
         cfg = compose("config", overrides=args.overrides)
         with_diagnostics = compose("config", overrides=["diagnostics=on", *args.overrides])
     datamodule = loaded_datamodule(cfg)

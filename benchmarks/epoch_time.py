@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 
 from digitpipe import environment
+from digitpipe.cli import VERSION_BASE
 from digitpipe.config import validate
 from digitpipe.data.datamodule import scale_images
 from digitpipe.paths import workspace_root
@@ -92,7 +93,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.batch_size=128")
     args = parser.parse_args()
-    with initialize_config_dir(str(workspace_root() / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(workspace_root() / "conf"), version_base=VERSION_BASE):
         cfg = compose("config", overrides=args.overrides)
         variants = {
             extra: compose("config", overrides=[*args.overrides, *extra.split()]) for extra in args.also

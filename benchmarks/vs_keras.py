@@ -51,9 +51,10 @@ def plain_child(epochs: int, overrides: list[str]) -> None:
     from epoch_time import loaded_datamodule, plain_fit
     from hydra import compose, initialize_config_dir
 
+    from digitpipe.cli import VERSION_BASE
     from digitpipe.data.datamodule import scale_images
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(ROOT / "conf"), version_base=VERSION_BASE):
         cfg = compose("config", overrides=overrides)
     datamodule = loaded_datamodule(cfg)
     datamodule.setup("test")

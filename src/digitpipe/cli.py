@@ -176,7 +176,8 @@ STAGE_CONFIG, KNOBS_CONFIG = "stage", "dvc_params"  # conf/stage.yaml, conf/dvc_
 def stage_config(project: Path) -> dict:
     """The config the main pipeline's stages run (conf/config.yaml with params.yaml's knobs), resolved."""
     root = project.resolve()
-    return composed(root / "conf", STAGE_CONFIG, [f"hydra.searchpath=[file://{root}]"])
+    quoted = str(root).replace("'", "\\'")  # a path in Hydra's override grammar: quoted, any character
+    return composed(root / "conf", STAGE_CONFIG, [f"hydra.searchpath=['file://{quoted}']"])
 
 
 def write_stage_config(project: Path) -> Path:

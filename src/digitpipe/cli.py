@@ -45,7 +45,9 @@ NOISE_WARNINGS = (
 )
 NOISE_LOGS = {  # logger: what its unwanted records say
     "lightning.pytorch.utilities.rank_zero": "litlogger",  # an advert for Lightning's cloud logger
-    # the logged model's requirements say torch==2.13.0 for the +cpu build: what pip installs anyway
+    # on logging the model of a +cpu torch: MLflow says it wrote torch==2.13.0, but with packaging 26
+    # its strip is a no-op and the requirement says 2.13.0+cpu, what ran (models are served with
+    # --env-manager local, which installs nothing)
     "mlflow.utils.requirements_utils": "contains a local version label",
 }
 

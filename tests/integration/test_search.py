@@ -94,7 +94,8 @@ def test_a_search_prunes_fails_and_completes_trials_reports_and_makes_the_winner
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["search.study"] == "tiny"
     assert parent.data.tags["search.storage"] == url
-    assert json.loads(parent.data.tags["search.space"])["optimizer.lr"]["choices"] == [0.003, 1e-7, 1e12]
+    space = json.loads(parent.data.tags["search.space"])
+    assert space["optimizer.lr"]["attributes"]["choices"] == [0.003, 1e-7, 1e12]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "figures")} >= {"figures/slice.png"}
     assert parent.data.metrics["best/val_acc"] == best.value
     children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -113,6 +114,7 @@ def test_a_search_prunes_fails_and_completes_trials_reports_and_makes_the_winner
     # the winner: the best trial trained again (the same val/acc), then tested and registered
     winner = next(r for r in children if "search.winner_of_trial" in r.data.tags)
     assert int(winner.data.tags["search.winner_of_trial"]) == best.number
+
     def val_acc(run) -> list[float]:
         return [m.value for m in client.get_metric_history(run.info.run_id, "val/acc")]
 
@@ -154,9 +156,9 @@ def test_bad_spaces_and_storages_end_in_one_line_before_any_run_or_trial(ws, pos
 
     assert "search.space.model.nonsense is not a key of the config" in refused(
         "+search.space.model.nonsense={choices:[1,2]}")  # fmt: skip
-    assert "search.space.optimizer.lr: low (0.1) must be below high (0.01)" in refused(
+    assert "search.space.optimizer.lr: `low <= high` must hold, but got (low=0.1, high=0.01)" in refused(
         "+search.space.optimizer.lr={low:0.1,high:0.01}")  # fmt: skip
-    assert "search.space.optimizer.lr: a log scale needs low > 0" in refused(
+    assert "search.space.optimizer.lr: `low > 0` must hold for `log=True`" in refused(
         "+search.space.optimizer.lr={low:0.0,high:0.01,log:true}")  # fmt: skip
     unknown = refused("+search.space.optimizer={choices:[adam,adagrad]}")
     assert "optimizer=adagrad is not a known choice" in unknown

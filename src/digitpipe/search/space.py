@@ -7,6 +7,8 @@ and into the Hydra overrides a trial trains with.
     optimizer.weight_decay: {low: 0.0, high: 1.0e-3}         # a float on a linear scale
     trainer.max_epochs: {low: 2, high: 6}                    # an int (both bounds whole numbers)
     data.batch_size: {low: 32, high: 256, step: 32}
+
+Optuna's distributions check their own bounds, scales and steps, in their own words.
 """
 
 from __future__ import annotations
@@ -18,31 +20,31 @@ from typing import Any
 
 from digitpipe.errors import ConfigError
 
-FIELDS = {"choices", "low", "high", "log", "step", "type"}
-TYPES = ("float", "int", "categorical")
+FIELDS = {"choices", "low", "high", "log", "step"}
 
 
 @dataclass(frozen=True)
 class Param:
     key: str  # a dotted config key (optimizer.lr) or a config group (optimizer)
-    type: str  # float | int | categorical
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    step: float | int | None = None
-    choices: tuple = ()
+    distribution: Any  # Optuna's: CategoricalDistribution, IntDistribution or FloatDistribution
+
+    @property
+    def choices(self) -> tuple:
+        return tuple(getattr(self.distribution, "choices", ()))
 
     def ends(self) -> tuple[Any, Any]:
         """The two extreme values: a trial at each is composed and checked before the search starts."""
-        if self.type == "categorical":
+        if self.choices:
             return self.choices[0], self.choices[-1]
-        return self.low, self.high
+        return self.distribution.low, self.distribution.high
 
     def as_dict(self) -> dict[str, Any]:
         """What identifies the range (stored with the study: a rerun must search the same space)."""
-        if self.type == "categorical":
-            return {"type": "categorical", "choices": list(self.choices)}
-        return {"type": self.type, "low": self.low, "high": self.high, "log": self.log, "step": self.step}
+        import json
+
+        from optuna.distributions import distribution_to_json
+
+        return json.loads(distribution_to_json(self.distribution))
 
 
 def check_yaml(config_dir: Path, config_name: str, args: list[str]) -> None:
@@ -94,6 +96,10 @@ def flattened(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def parse_param(key: str, spec: Any) -> Param:
+    """One entry as Optuna's distribution, which checks its own bounds, log scale and step; what it
+    leaves unchecked (the entry's shape, its fields, numbers that are not) is checked here."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     where = f"search.space.{key}"
     if not isinstance(spec, Mapping):
         raise ConfigError(
@@ -103,49 +109,25 @@ def parse_param(key: str, spec: Any) -> Param:
         raise ConfigError(
             f"{where}: unknown field {', '.join(unknown)}; the fields are {', '.join(sorted(FIELDS))}"
         )
-    kind = spec.get("type")
-    if kind is not None and kind not in TYPES:
-        raise ConfigError(f"{where}: type {kind!r} is not one of {', '.join(TYPES)}")
-    if "choices" in spec:
-        return categorical(where, key, spec, kind)
-    return numeric(where, key, spec, kind)
-
-
-def categorical(where: str, key: str, spec: Mapping[str, Any], kind: str | None) -> Param:
-    choices = spec["choices"]
-    if kind not in (None, "categorical") or {"low", "high", "log", "step"} & set(spec):
+    numbers = {k: spec.get(k) for k in ("low", "high", "step") if spec.get(k) is not None}
+    if "choices" in spec and numbers:
         raise ConfigError(f"{where}: choices cannot be combined with a range (low, high, log, step)")
-    if not isinstance(choices, list | tuple) or not choices:
-        raise ConfigError(f"{where}: choices must be a non-empty list, not {choices!r}")
-    if any(not isinstance(c, str | int | float | bool) and c is not None for c in choices):
-        raise ConfigError(f"{where}: each choice must be a string, number, boolean or null")
-    if len(set(map(repr, choices))) != len(choices):
-        raise ConfigError(f"{where}: choices repeat a value: {list(choices)}")
-    return Param(key, "categorical", choices=tuple(choices))
-
-
-def numeric(where: str, key: str, spec: Mapping[str, Any], kind: str | None) -> Param:
-    if "low" not in spec or "high" not in spec:
+    if "choices" not in spec and ("low" not in numbers or "high" not in numbers):
         raise ConfigError(f"{where}: a range needs both low and high (or give choices: [...])")
-    low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
-    for name, value in (("low", low), ("high", high), ("step", step)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ConfigError(f"{where}: {name} must be a number, not {value!r}")
-    if not isinstance(log, bool):
-        raise ConfigError(f"{where}: log must be true or false, not {log!r}")
-    if not low < high:
-        raise ConfigError(f"{where}: low ({low}) must be below high ({high})")
-    if log and low <= 0:
-        raise ConfigError(f"{where}: a log scale needs low > 0, not {low}")
-    if log and step is not None:
-        raise ConfigError(f"{where}: a log scale takes no step")
-    if step is not None and step <= 0:
-        raise ConfigError(f"{where}: step must be positive, not {step}")
-    whole = all(isinstance(v, int) for v in (low, high, step) if v is not None)
-    kind = kind or ("int" if whole else "float")
-    if kind == "int" and not whole:
-        raise ConfigError(f"{where}: an int range needs whole-number low, high and step")
-    return Param(key, kind, low, high, log, step)
+    if bad := next(
+        (k for k, v in numbers.items() if isinstance(v, bool) or not isinstance(v, int | float)), None
+    ):
+        raise ConfigError(f"{where}: {bad} must be a number, not {numbers[bad]!r}")
+    try:
+        if "choices" in spec:
+            if not isinstance(spec["choices"], list | tuple):
+                raise ValueError(f"choices must be a list, not {spec['choices']!r}")
+            return Param(key, CategoricalDistribution(tuple(spec["choices"])))
+        whole = all(isinstance(v, int) for v in numbers.values())
+        kind = IntDistribution if whole else FloatDistribution
+        return Param(key, kind(log=bool(spec.get("log", False)), **numbers))
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from err
 
 
 def overrides(values: Mapping[str, Any], groups: Collection[str] = ()) -> list[str]:
@@ -172,14 +154,15 @@ def override_value(value: Any) -> str:
 
 def suggest(trial, params: list[Param]) -> dict[str, Any]:
     """The trial's point: sampled, or a retried trial's own (Optuna returns its stored params)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
     values = {}
     for p in params:
-        if p.type == "categorical":
-            values[p.key] = trial.suggest_categorical(p.key, list(p.choices))
-        elif p.type == "int":
-            values[p.key] = trial.suggest_int(
-                p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log
-            )
+        d = p.distribution
+        if isinstance(d, CategoricalDistribution):
+            values[p.key] = trial.suggest_categorical(p.key, list(d.choices))
+        elif isinstance(d, IntDistribution):
+            values[p.key] = trial.suggest_int(p.key, d.low, d.high, step=d.step, log=d.log)
         else:
-            values[p.key] = trial.suggest_float(p.key, float(p.low), float(p.high), step=p.step, log=p.log)
+            values[p.key] = trial.suggest_float(p.key, d.low, d.high, step=d.step, log=d.log)
     return values

@@ -58,12 +58,11 @@ def open_storage(search: DictConfig):
                 ),
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             )
-        except (IntegrityError, ProgrammingError) as err:  # the other search's CREATE TABLE won
-            if attempt == 4:
+        except (SQLAlchemyError, ArgumentError, ModuleNotFoundError) as err:
+            lost_race = isinstance(err, IntegrityError | ProgrammingError) or "already exists" in str(err)
+            if not lost_race or attempt == 4:  # else another process's CREATE TABLE won: again
                 raise storage_failure(url, err, "cannot open") from err
             time.sleep(0.5 + attempt)
-        except (SQLAlchemyError, ArgumentError, ModuleNotFoundError) as err:
-            raise storage_failure(url, err, "cannot open") from err
 
 
 def storage_failure(url: str, err: BaseException, what: str = "lost") -> TrackingError:
@@ -78,10 +77,23 @@ def storage_failure(url: str, err: BaseException, what: str = "lost") -> Trackin
             f"cannot open the search's storage {redacted(url)}: {reason}; check search.storage (host, "
             "port, user, password, database), or leave it null for the file in the project root"
         )
-    return TrackingError(
+    lost = TrackingError(
         f"the search's storage {redacted(url)} stopped answering: {reason}. The study keeps every "
         "finished trial: once the database answers (and has space), the same command continues it"
     )
+    lost.store_answers = True  # MLflow's store does: the trial's run is marked FAILED with this line
+    return lost
+
+
+def storage_cause(err: BaseException) -> BaseException | None:
+    """The storage's failure behind `err`, if one is: Optuna raises its own AssertionError ("Should
+    not reach.") when it cannot record a trial's end, with the storage's error as its context."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, storage_errors()):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def storage_errors() -> tuple[type[BaseException], ...]:
@@ -144,14 +156,10 @@ def check_same_search(name: str, attrs: Mapping[str, Any], space: dict, config: 
 
 
 def describe(spec: dict | None) -> str:
+    """A stored distribution in words: FloatDistribution(low=0.001, high=0.1, log=True, step=None)."""
     if spec is None:
         return "absent"
-    if spec["type"] == "categorical":
-        return f"choices {spec['choices']}"
-    scale = " log" if spec.get("log") else ""
-    return f"{spec['type']} [{spec['low']}, {spec['high']}]{scale}" + (
-        f" step {spec['step']}" if spec.get("step") else ""
-    )
+    return f"{spec['name']}({', '.join(f'{k}={v}' for k, v in spec['attributes'].items())})"
 
 
 def make_sampler(search: DictConfig):

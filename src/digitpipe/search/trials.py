@@ -82,11 +82,10 @@ class Objective:
         if is_surplus(trial, self.total):
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number}: {self.total} trials were already started")
-        cfg = self.trial_config(trial, suggest(trial, self.params))
-        trial.set_user_attr(THREADS_ATTR, torch.get_num_threads())  # sums differ with the thread count
-        watch = run_of(trial)
         try:
-            result = train(cfg, callbacks=[pruning(trial, self.storage), watch])
+            cfg = self.trial_config(trial, suggest(trial, self.params))
+            trial.set_user_attr(THREADS_ATTR, torch.get_num_threads())  # sums differ with the thread count
+            result = train(cfg, callbacks=[pruning(trial, self.storage), run_of(trial)])
         except Interrupted as stop:  # its point queued again, as Optuna's retry does for a dead worker's
             trial.set_user_attr(FAIL_ATTR, f"stopped: {stop}")
             trial.study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})

@@ -5,17 +5,19 @@ array, a shell loop); `search.workers=N` starts N such processes of this same co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from digitpipe import interrupts
 from digitpipe.errors import TrackingError
-from digitpipe.search.study import FINISHED, counts, storage_errors, storage_failure
+from digitpipe.search.study import FINISHED, counts, storage_cause, storage_failure
 from digitpipe.search.trials import (
     CAUGHT,
     DIVERGED_ATTR,
@@ -33,7 +35,7 @@ def run_trials(study, objective, client, search, url: str) -> None:
 
     total = int(search.n_trials)
     ended = trial_ended(client, total)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), storage_failures_told_once():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         while True:
             try:
@@ -52,11 +54,30 @@ def run_trials(study, objective, client, search, url: str) -> None:
                     continue
             except TrialStopped as stop:
                 raise stop.interrupted from None
-            except storage_errors() as err:
-                raise storage_failure(url, err) from err
+            except Exception as err:
+                if (cause := storage_cause(err)) is None:
+                    raise
+                raise storage_failure(url, cause) from err
             if not tally["RUNNING"]:
                 return
             time.sleep(float(search.heartbeat_s))  # the last trials run elsewhere; one may need a retry
+
+
+@contextlib.contextmanager
+def storage_failures_told_once() -> Iterator[None]:
+    """A storage that stops answering is told in this thread's one line, not also in the traceback of
+    Optuna's heartbeat thread, which fails at the same moment."""
+    told = threading.excepthook
+
+    def quiet(args) -> None:
+        if storage_cause(args.exc_value) is None:
+            told(args)
+
+    threading.excepthook = quiet
+    try:
+        yield
+    finally:
+        threading.excepthook = told
 
 
 def close_stale_runs(study, client, grace_s: float) -> None:

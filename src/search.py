@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from digitpipe.cli import preflight
+from digitpipe.cli import VERSION_BASE, preflight
 from digitpipe.errors import exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -20,7 +20,7 @@ def fixed_overrides() -> list[str]:
     return [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("search", "hydra"))]
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="search_config", version_base="1.3")
+@hydra.main(config_path=str(CONFIG_DIR), config_name="search_config", version_base=VERSION_BASE)
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     from hydra import compose

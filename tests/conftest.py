@@ -19,6 +19,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from digitpipe.cli import VERSION_BASE
 from digitpipe.data.idx import encode_idx
 from digitpipe.environment import CPU_BF16 as CPU_BF16_ENV
 
@@ -123,7 +124,7 @@ def sqlite_store(tmp_path: Path, _migrated_store: Path) -> str:
 def compose_config(
     overrides: list[str] | None = None, config_dir: Path = ROOT / "conf", config_name: str = "config"
 ) -> DictConfig:
-    with initialize_config_dir(str(config_dir), version_base="1.3"):
+    with initialize_config_dir(str(config_dir), version_base=VERSION_BASE):
         return compose(config_name, overrides=overrides or [])
 
 

@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from digitpipe import atomic
+from digitpipe.cli import VERSION_BASE
 from digitpipe.errors import exit_on_user_error
 from digitpipe.study.aggregate import aggregate
 from digitpipe.study.cells import EXPERIMENT, Cell
@@ -22,7 +23,7 @@ STUDY = "activation_study"
 @exit_on_user_error
 def main() -> None:
     study = yaml.safe_load((HERE / "params.yaml").read_text())["study"]
-    with initialize_config_dir(str(HERE.parent.parent / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(HERE.parent.parent / "conf"), version_base=VERSION_BASE):
         cfg = compose("config", overrides=["diagnostics=on", f"mlflow.experiment_name={EXPERIMENT}"])
     rows, files = aggregate(HERE, study, cfg.callbacks.diagnostics.detail_steps)
     for path, data in files.items():

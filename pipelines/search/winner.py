@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from digitpipe.cli import VERSION_BASE
 from digitpipe.errors import DataError, exit_on_user_error
 from digitpipe.search.winner import make_winner
 
@@ -20,7 +21,7 @@ def main() -> int:
     summary = json.loads(summary_path.read_text())
     if not summary.get("best"):
         raise DataError(f"{summary_path} names no best trial; run the search stage first")
-    with initialize_config_dir(str(HERE.parents[1] / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(HERE.parents[1] / "conf"), version_base=VERSION_BASE):
         make_winner(lambda overrides: compose("config", overrides=overrides), summary["best"],
                     summary["study"], Path("winner"), summary.get("mlflow_run_id"))  # fmt: skip
     return 0

@@ -13,6 +13,10 @@ starts it by running the same command line again):
     DIGITPIPE_MLFLOW_PARENT_RUN_ID  a `-m` sweep's parent run, the parent of its jobs' runs
     MLFLOW_HTTP_REQUEST_TIMEOUT, _MAX_RETRIES, _BACKOFF_FACTOR
                                     MLflow's own, from mlflow.http: how long a dead server is waited for
+    DIGITPIPE_SEARCH_WORKER         the index of a process `search.workers=N` started (its lines say so)
+
+Set by a command for itself, where the user has not (cli.preflight):
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR   "false": no upload bar among a training's lines
 
 `restored()` puts back, after a training, what it changes process-wide: these variables and those
 Lightning's launcher and seed_everything set (MASTER_ADDR, PL_GLOBAL_SEED, ...), the command line

@@ -53,5 +53,3 @@ def start_server(root: Path, port: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.5)
     raise TimeoutError("mlflow server did not start")
-
-

@@ -30,8 +30,13 @@ BIN = Path(sys.executable).parent
 def s3_client(endpoint: str):
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID,
-                        aws_secret_access_key=SECRET)
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    )
 
 
 def wait_for_url(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:

@@ -74,9 +74,7 @@ EDITS = {
 
 
 @pytest.mark.parametrize("case", EDITS)
-def test_dvc_repro_after_a_knob_is_edited_under_conf_stops_naming_the_keys_and_trains_nothing(
-    request, case
-):
+def test_dvc_repro_after_a_knob_is_edited_under_conf_stops_naming_the_keys_and_trains_nothing(request, case):
     name, old, new, named = EDITS[case]
     fixture = "fast_project" if name.startswith("experiment/") else "project"
     project, env, reproduced = request.getfixturevalue(fixture)

@@ -195,10 +195,16 @@ def test_two_evaluate_stages_finishing_at_once_leave_the_champion_on_the_better(
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         running = {
-            user: subprocess.Popen(["python", "src/evaluate.py"], cwd=project, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   env=user_env({"MNIST_MIRROR": str(mirror), **team.env(user),
-                                                 "MLFLOW_TRACKING_URI": proxy.url}))  # fmt: skip
+            user: subprocess.Popen(
+                ["python", "src/evaluate.py"],
+                cwd=project,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=user_env(
+                    {"MNIST_MIRROR": str(mirror), **team.env(user), "MLFLOW_TRACKING_URI": proxy.url}
+                ),
+            )  # fmt: skip
             for user, project in projects.items()
         }
         outputs = {user: process.communicate(timeout=300) for user, process in running.items()}
@@ -211,7 +217,6 @@ def test_two_evaluate_stages_finishing_at_once_leave_the_champion_on_the_better(
     assert str(champion.version) == str(versions[better].version), proxy.moves
     assert f"@champion is version {versions[better].version}" in outputs[worse][0]
     assert admin.get_model_version(MODEL, versions[worse].version).tags["status"] == "candidate"
-
 
 
 def test_a_first_champion_set_by_another_stage_at_the_same_moment_is_judged_not_a_failure(team, clones):

@@ -33,9 +33,7 @@ def test_an_unreachable_tracking_server_fails_fast_in_one_line(tmp_path, tiny):
     assert not (project / "models").exists() and not (project / "data").exists()
 
 
-def test_a_server_that_dies_mid_training_costs_seconds_and_the_run_goes_on_when_it_is_back(
-    tmp_path, tiny
-):
+def test_a_server_that_dies_mid_training_costs_seconds_and_the_run_goes_on_when_it_is_back(tmp_path, tiny):
     root, port = tmp_path / "server", free_port()
     root.mkdir()
     url = f"http://127.0.0.1:{port}"

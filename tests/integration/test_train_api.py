@@ -74,6 +74,7 @@ def process_state() -> dict:
 def test_a_training_leaves_the_process_as_it_found_it(tiny_cfg):
     """The search calls train() once per trial, in one process. (tqdm starts one monitor thread per
     process for all its bars, Lightning's and MLflow's: it may stay, once.)"""
+
     def without_tqdm(state: dict) -> dict:
         return {**state, "threads": [t for t in state["threads"] if t != "tqdm_monitor"]}
 
@@ -257,9 +258,9 @@ def test_a_training_in_one_cpu_process_loads_neither_the_ddp_nor_the_graphed_ste
     """In a fresh process, as `python src/train.py` runs (the workers here import everything)."""
     script = (
         "import sys; from hydra import compose, initialize_config_dir; "
-        "from digitpipe.training.train import train\n"
-        f"with initialize_config_dir({str(ROOT / 'conf')!r}, version_base='1.3'):\n"
-        f"    cfg = compose('config', overrides={[*tiny.overrides(), 'trainer.max_epochs=1'] !r})\n"
+        "from digitpipe.cli import VERSION_BASE; from digitpipe.training.train import train\n"
+        f"with initialize_config_dir({str(ROOT / 'conf')!r}, version_base=VERSION_BASE):\n"
+        f"    cfg = compose('config', overrides={[*tiny.overrides(), 'trainer.max_epochs=1']!r})\n"
         "train(cfg)\n"
         "print(sorted(m for m in sys.modules if m.startswith('digitpipe')))"
     )

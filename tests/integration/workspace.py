@@ -1,6 +1,5 @@
 """A project copy to run the real CLI in, on the tiny data: what the fault tests share."""
 
-
 from __future__ import annotations
 
 import hashlib
@@ -71,5 +70,3 @@ def last_line(result: subprocess.CompletedProcess) -> str:
 def histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
     keys = client.get_run(run_id).data.metrics
     return {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
-
-

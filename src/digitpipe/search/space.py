@@ -53,8 +53,10 @@ def check_yaml(config_dir: Path, config_name: str, args: list[str]) -> None:
     import yaml
     from hydra import compose, initialize_config_dir
 
+    from digitpipe.cli import VERSION_BASE
+
     try:
-        with initialize_config_dir(str(config_dir), version_base="1.3"):
+        with initialize_config_dir(str(config_dir), version_base=VERSION_BASE):
             compose(config_name, overrides=[a for a in args if not a.startswith("-")])
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)

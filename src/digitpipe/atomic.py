@@ -100,12 +100,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json_text(obj))
 
 
-def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
-    """Atomically write `path` with a function that writes to a given path (torch.save, savefig)."""
-    with atomic_path(path) as tmp:
-        writer(tmp)
-
-
 def csv_text(rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str]) -> str:
     """Rows as CSV text with a header, '\n' line endings."""
     buffer = io.StringIO()

@@ -23,15 +23,27 @@ CONFIG_FLAGS = ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-
 def launched(global_rank: int, checkpoint: Path | None) -> Iterator[None]:
     """Around the fit (and test) of a training in several processes. Which rank died, and when the
     others stop, is the engine's to see and do: Lightning's launcher kills every process 5 s after
-    a rank fails, torchrun's agent and SLURM (--kill-on-bad-exit) SIGTERM the others at once."""
-    launcher = prepare_launch(checkpoint)
+    a rank fails, torchrun's agent and SLURM (--kill-on-bad-exit) SIGTERM the others at once.
+
+    Lightning's launcher starts ranks 1..N-1 from this process's command line and environment:
+    narrowed to this job inside a sweep, with this process's decision to resume `checkpoint`."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    launcher = "LOCAL_RANK" not in os.environ and "MASTER_PORT" not in os.environ
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        sys.argv = pin_argv_to_current_job(sys.argv, list(HydraConfig.get().overrides.task))
+    if launcher:  # inherited by the ranks it starts
+        os.environ[RESUME_CHECKPOINT] = str(checkpoint or "")
     try:
         yield
     except RuntimeError as err:  # a collective fails at once when a peer's process is gone
         if lost := lost_peer(err):
             raise RankFailed(f"DDP rank {global_rank} lost another rank ({lost})") from err
         raise
-    release_launch(launcher)
+    if launcher and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()  # its port free for a sweep's next job (environment.restored
+        # puts back the variables Lightning set for it)
 
 
 def pin_argv_to_current_job(argv: list[str], task_overrides: list[str]) -> list[str]:
@@ -49,27 +61,6 @@ def pin_argv_to_current_job(argv: list[str], task_overrides: list[str]) -> list[
         elif arg.startswith(tuple(f"{flag}=" for flag in CONFIG_FLAGS)):
             kept.append(arg)
     return kept + list(task_overrides)
-
-
-def prepare_launch(checkpoint: Path | None) -> bool:
-    """Make Lightning's ddp launcher re-run only this job, with this process's decision to resume
-    `checkpoint` (or None); True if this process launches the ranks."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    launcher = "LOCAL_RANK" not in os.environ and "MASTER_PORT" not in os.environ
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        sys.argv = pin_argv_to_current_job(sys.argv, list(HydraConfig.get().overrides.task))
-    if launcher:  # inherited by the ranks it starts
-        os.environ[RESUME_CHECKPOINT] = str(checkpoint or "")
-    return launcher
-
-
-def release_launch(launcher: bool) -> None:
-    """After a fit this process launched: free the process group and its port for the next sweep job
-    (the variables Lightning set for it are put back by environment.restored)."""
-    if launcher and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def lost_peer(err: BaseException) -> str | None:

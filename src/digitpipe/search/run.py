@@ -46,7 +46,7 @@ def search(
     with interrupts.handled():
         # storage errors: before any MLflow run; the study's identity: its space and the config
         # around it (every setting that changes a result, not where runs are logged)
-        study = open_study(s, name, params, trained_config(compose(fixed), params)).study
+        study = open_study(s, name, params, trained_config(compose(fixed), params))
         from digitpipe.tracking.run import recorded
         from digitpipe.tracking.store import open_store
 
@@ -116,10 +116,6 @@ def trained_config(cfg: DictConfig, params: list[Param]) -> dict:
         for k, v in flatten_config(cfg).items()
         if is_result_key(k) and not any(k == key or k.startswith(f"{key}.") for key in keys)
     }
-
-
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def check_trials(params: list[Param], fixed: list[str], config_dir: Path, compose) -> None:

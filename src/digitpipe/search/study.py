@@ -9,10 +9,9 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from digitpipe.errors import ConfigError, TrackingError
 from digitpipe.paths import project_root
@@ -104,13 +103,7 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     return (StorageInternalError, SQLAlchemyError)
 
 
-@dataclass(frozen=True)
-class StudyOpened:
-    study: Any  # optuna.Study
-    new: bool
-
-
-def open_study(search: DictConfig, name: str, params: list[Param], config: dict[str, Any]) -> StudyOpened:
+def open_study(search: DictConfig, name: str, params: list[Param], config: dict[str, Any]):
     """Create the study, or load it and refuse when its space, or the config its trials train with
     (`config`: every setting that changes a result, outside the space), differs."""
     import optuna
@@ -126,12 +119,12 @@ def open_study(search: DictConfig, name: str, params: list[Param], config: dict[
         )  # fmt: skip
         if SPACE_ATTR in study.user_attrs:
             check_same_search(name, study.user_attrs, space, config)
-            return StudyOpened(study, False)
+            return study
         study.set_user_attr(SPACE_ATTR, space)
         study.set_user_attr(CONFIG_ATTR, config)
     except storage_errors() as err:
         raise storage_failure(storage_url(search.storage), err) from err
-    return StudyOpened(study, True)
+    return study
 
 
 def check_same_search(name: str, attrs: Mapping[str, Any], space: dict, config: dict[str, Any]) -> None:
@@ -220,7 +213,3 @@ def counts(study) -> Counter:
 def finished(study) -> int:
     tally = counts(study)
     return sum(tally[s] for s in FINISHED)
-
-
-def settings_dict(search: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(search, resolve=True)

@@ -146,12 +146,18 @@ def run_copies(workers: int) -> list[int]:
     """`search.workers=N`: N processes of this same command, each a worker on the study as a machine
     of many would be (one GPU each where there are GPUs, the cores divided where there are none);
     their exit codes. Each runs in a process group of its own, so a Ctrl-C reaches it once: from here."""
+    import torch
+
     argv = [a for a in sys.argv[1:] if not a.lstrip("+").startswith(("search.workers=", "search.finalize="))]
+    gpus = torch.cuda.device_count()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    place = "CUDA_VISIBLE_DEVICES" if gpus else "OMP_NUM_THREADS"  # the latter: torch's default threads
     processes = []
-    for index, env in enumerate(placements(workers), start=1):
+    for index in range(1, workers + 1):
         command = [sys.executable, sys.argv[0], *argv, "search.workers=1", "search.finalize=false",
                    "hydra.output_subdir=null", f"hydra.job.name=search_worker{index}"]  # fmt: skip
-        environ = {**os.environ, **env, WORKER_ENV: str(index)}
+        value = (index - 1) % gpus if gpus else max(1, cores // workers)
+        environ = {**os.environ, place: str(value), WORKER_ENV: str(index)}
         processes.append(subprocess.Popen(command, env=environ, process_group=0))
 
     def forward(signum: int) -> None:
@@ -161,23 +167,13 @@ def run_copies(workers: int) -> list[int]:
 
     undo = interrupts.forward_to(forward)
     try:
-        for process in processes:
-            process.wait()
+        with interrupts.handled(grace_s=60):  # waiting is no hang: each worker's own grace ends it first
+            for process in processes:
+                process.wait()
     except interrupts.Interrupted:
-        for process in processes:  # each marks its trial FAIL and exits within seconds
-            process.wait(timeout=60)
+        for process in processes:  # each marks its trial FAIL and exits within seconds (10 s at most)
+            process.wait()
         raise
     finally:
         undo()
     return [p.returncode for p in processes]
-
-
-def placements(workers: int) -> list[dict[str, str]]:
-    """Per worker, the environment it starts with: one GPU each (round robin) where there are GPUs,
-    else cores/N torch threads (OMP_NUM_THREADS: torch's default number of threads)."""
-    import torch
-
-    if gpus := torch.cuda.device_count():
-        return [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(workers)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return [{"OMP_NUM_THREADS": str(max(1, cores // workers))} for _ in range(workers)]

@@ -5,12 +5,10 @@ from __future__ import annotations
 import getpass
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from digitpipe.atomic import file_digest
 from digitpipe.environment import DVC_EXP_NAME
 from digitpipe.paths import workspace_root
 from digitpipe.tracking import access
@@ -51,11 +49,6 @@ def flatten_config(cfg: DictConfig) -> dict[str, Any]:
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return flat
-
-
-def file_md5(path: Path) -> str:
-    """The hash DVC records for a file output (md5 of its bytes)."""
-    return file_digest(path, "md5")
 
 
 def git_state() -> dict[str, str]:

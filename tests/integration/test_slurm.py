@@ -79,8 +79,9 @@ def test_a_rank_killed_under_slurm_ends_the_job_in_seconds_and_the_run_resumes(s
     (run,) = runs_in(ws, "killed")
     assert run.info.status in ("FAILED", "KILLED"), output[-4000:]  # never left RUNNING
     assert "Traceback" not in output, output[-4000:]
-    # the same job again resumes the run from its last checkpoint and finishes it
-    again = sbatch(slurm, ws, str(DDP_SCRIPT), *overrides)
+    # the same job told the run resumes it from its last checkpoint and finishes it (under SLURM and
+    # torchrun no rank can tell the others its choice: resume=auto starts a new run)
+    again = sbatch(slurm, ws, str(DDP_SCRIPT), *overrides, f"resume={run.info.run_id}")
     assert slurm.wait(again, timeout=600) == {again: "COMPLETED 0:0"}, job_output(ws, again)[-4000:]
     assert f"resuming run {run.info.run_id}" in job_output(ws, again)
     assert ws.client.get_run(run.info.run_id).info.status == "FINISHED"

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from digitpipe import interrupts
 from digitpipe.errors import TrackingError
 from digitpipe.interrupts import Interrupted
 from digitpipe.tracking import access
@@ -88,7 +89,9 @@ class TrackedRun:
         if self.ended:
             return
         self.status = status
-        with contextlib.suppress(Exception):
+        # a signal arriving meanwhile (torchrun's agent SIGTERMs rank 0 as its collective fails)
+        # is raised once the run is ended, not between the two writes
+        with interrupts.deferred(), contextlib.suppress(Exception):
             self.client.set_tag(self.run_id, END_REASON, reason[:500])
             self.client.set_terminated(self.run_id, status)
 

@@ -100,7 +100,7 @@ def explained(run: TrackedRun | None, run_dir: RunDir, resumable: bool = True) -
         yield
     except interrupts.Interrupted as stop:
         if run is not None:
-            stop.detail = f"run {run.run_id} marked KILLED; {kept}"
+            stop.detail = f"run {run.run_id} marked {run.status}; {kept}"  # FAILED if that came first
         raise
     except TrackingError as err:
         raise TrackingError(f"{err}; {kept}") from err

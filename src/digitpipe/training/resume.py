@@ -75,8 +75,11 @@ class Plan:
 
 
 def externally_launched() -> bool:
-    """Started by torchrun or SLURM with the other ranks: no rank can tell the others its choice."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and RESUME_CHECKPOINT not in os.environ
+    """Started by torchrun (WORLD_SIZE) or SLURM (SLURM_NTASKS) with the other ranks: no rank can
+    tell the others its choice, and each deciding alone they disagreed (rank 0 resumed, rank 1,
+    finding the run held, started anew: a collective then waited for the other forever)."""
+    world = os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or "1"
+    return int(world) > 1 and RESUME_CHECKPOINT not in os.environ
 
 
 def plan_start(mode: Any, root: Path, current: dict[str, Any], is_launcher: bool) -> Plan:

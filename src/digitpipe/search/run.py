@@ -26,9 +26,8 @@ from digitpipe.tracking.metadata import flatten_config
 from digitpipe.training.resume import is_result_key
 
 WINNER_ATTR = "winner_run_id"
-# a search's own settings: (key, least value); each a whole number
 COUNTS = (("n_trials", 1), ("workers", 1), ("heartbeat_s", 1), ("grace_s", 1), ("max_retries", 0),
-          ("startup_trials", 0), ("warmup_epochs", 0), ("sampler_seed", 0))  # fmt: skip
+          ("startup_trials", 0), ("warmup_epochs", 0), ("sampler_seed", 0))  # fmt: skip  # whole, at least
 
 
 def search(

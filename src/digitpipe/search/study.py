@@ -150,9 +150,8 @@ def check_same_search(name: str, attrs: Mapping[str, Any], space: dict, config: 
 
 def describe(spec: dict | None) -> str:
     """A stored distribution in words: FloatDistribution(low=0.001, high=0.1, log=True, step=None)."""
-    if spec is None:
-        return "absent"
-    return f"{spec['name']}({', '.join(f'{k}={v}' for k, v in spec['attributes'].items())})"
+    shown = ", ".join(f"{k}={v}" for k, v in (spec or {}).get("attributes", {}).items())
+    return f"{spec['name']}({shown})" if spec else "absent"
 
 
 def make_sampler(search: DictConfig):

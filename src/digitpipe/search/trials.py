@@ -109,7 +109,7 @@ class Objective:
         return float(result.metrics[SCORE])
 
     def __post_init__(self) -> None:  # Hydra composes in about 0.25 s: once per choice of groups
-        self.composed = functools.lru_cache(maxsize=64)(
+        self.composed = functools.lru_cache(64)(
             lambda chosen: self.compose([*self.fixed, *chosen, *TRIAL_SETTINGS])
         )
 

@@ -65,8 +65,7 @@ def run_trials(study, objective, client, search, url: str) -> None:
 
 @contextlib.contextmanager
 def storage_failures_told_once() -> Iterator[None]:
-    """A storage that stops answering is told in this thread's one line, not also in the traceback of
-    Optuna's heartbeat thread, which fails at the same moment."""
+    """A storage that stops answering is told in one line, not also in Optuna's heartbeat's traceback."""
     told = threading.excepthook
 
     def quiet(args) -> None:

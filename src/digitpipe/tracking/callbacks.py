@@ -25,8 +25,7 @@ def training_input(name: str, datamodule) -> DatasetInput:
 
 
 def log_input(client, run_id: str, dataset: DatasetInput) -> None:
-    """The run's dataset; a second try when another process recorded the same dataset at the same
-    moment (MLflow's SQL store checks, then inserts: the loser hits the unique constraint)."""
+    """The run's dataset, again when another process inserted the same one at once (MLflow checks first)."""
     from mlflow.exceptions import MlflowException
 
     try:

@@ -89,8 +89,7 @@ class TrackedRun:
         if self.ended:
             return
         self.status = status
-        # a signal arriving meanwhile (torchrun's agent SIGTERMs rank 0 as its collective fails)
-        # is raised once the run is ended, not between the two writes
+        # a signal meanwhile (torchrun SIGTERMs rank 0 as its collective fails) waits for the writes
         with interrupts.deferred(), contextlib.suppress(Exception):
             self.client.set_tag(self.run_id, END_REASON, reason[:500])
             self.client.set_terminated(self.run_id, status)

@@ -75,9 +75,8 @@ class Plan:
 
 
 def externally_launched() -> bool:
-    """Started by torchrun (WORLD_SIZE) or SLURM (SLURM_NTASKS) with the other ranks: no rank can
-    tell the others its choice, and each deciding alone they disagreed (rank 0 resumed, rank 1,
-    finding the run held, started anew: a collective then waited for the other forever)."""
+    """Started by torchrun (WORLD_SIZE) or SLURM (SLURM_NTASKS) with the other ranks: no rank can tell
+    the others its choice (deciding alone, rank 0 resumed and rank 1, finding the run held, did not)."""
     world = os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or "1"
     return int(world) > 1 and RESUME_CHECKPOINT not in os.environ
 

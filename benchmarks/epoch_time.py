@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 
 from digitpipe import environment
 from digitpipe.cli import VERSION_BASE
-from digitpipe.config import validate
+from digitpipe.config.settings import validate
 from digitpipe.data.datamodule import scale_images
 from digitpipe.paths import workspace_root
 from digitpipe.training.build import build_callbacks, build_datamodule, build_model, make_trainer

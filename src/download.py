@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from digitpipe.cli import VERSION_BASE, preflight
-from digitpipe.data.source import dataset_source
+from digitpipe.data.download import planned_download
 from digitpipe.errors import exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -15,7 +15,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=VERSION_BASE)
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    dataset_source(cfg).download()
+    planned_download(cfg).run()
 
 
 if __name__ == "__main__":

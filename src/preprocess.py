@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from digitpipe.cli import VERSION_BASE, preflight
-from digitpipe.config import check_seed
+from digitpipe.config.numbers import check_seed
 from digitpipe.data.source import dataset_source
 from digitpipe.errors import exit_on_user_error
 

@@ -25,13 +25,13 @@ def fixed_overrides() -> list[str]:
 def main(cfg: DictConfig) -> None:
     from hydra import compose
 
-    from digitpipe.search.run import search
+    from digitpipe_search.run import search
 
     search(cfg, fixed_overrides(), CONFIG_DIR, lambda overrides: compose("config", overrides=overrides))
 
 
 if __name__ == "__main__":
-    from digitpipe.search.space import check_yaml
+    from digitpipe_search.space import check_yaml
 
     exit_on_user_error(check_yaml)(CONFIG_DIR, "search_config", sys.argv[1:])
     preflight(CONFIG_DIR, "search_config")

@@ -10,11 +10,11 @@ from omegaconf import OmegaConf
 from digitpipe import atomic
 from digitpipe.cli import VERSION_BASE
 from digitpipe.errors import exit_on_user_error
-from digitpipe.study.aggregate import aggregate
-from digitpipe.study.cells import EXPERIMENT, Cell
-from digitpipe.study.parent import record_parent
 from digitpipe.tracking.metadata import flatten_config
 from digitpipe.tracking.store import open_store
+from digitpipe_study.aggregate import aggregate
+from digitpipe_study.cells import EXPERIMENT, Cell
+from digitpipe_study.parent import record_parent
 
 HERE = Path(__file__).resolve().parent
 STUDY = "activation_study"

@@ -9,7 +9,7 @@ import yaml
 
 from digitpipe.cli import stage_config
 from digitpipe.errors import ConfigError, exit_on_user_error
-from digitpipe.study.cells import ARMS, Cell, cell_overrides
+from digitpipe_study.cells import ARMS, Cell, cell_overrides
 
 HERE = Path(__file__).resolve().parent
 PROJECT = Path("../..")  # the main pipeline, relative to this directory

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from digitpipe.cli import VERSION_BASE
 from digitpipe.errors import DataError, exit_on_user_error
-from digitpipe.search.winner import make_winner
+from digitpipe_search.winner import make_winner
 
 HERE = Path(__file__).resolve().parent
 

@@ -83,7 +83,7 @@ def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_pare
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")  # the project's store, not the study's folder
     experiment = client.get_experiment_by_name("activation-study")
     runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("digitpipe.study") == "activation_study"]
+    parents = [r for r in runs if r.data.tags.get("digitpipe_study") == "activation_study"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.info.run_name for r in children) == cells
@@ -98,4 +98,4 @@ def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_pare
     forced = run_cli(["dvc", "repro", "-f", "-s", "aggregate"], cwd=study, env=env)
     assert forced.returncode == 0, forced.stderr[-2000:]
     runs = client.search_runs([experiment.experiment_id])
-    assert len([r for r in runs if r.data.tags.get("digitpipe.study")]) == 1  # the same parent, updated
+    assert len([r for r in runs if r.data.tags.get("digitpipe_study")]) == 1  # the same parent, updated

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from digitpipe.cli import check_group_choices, check_known_keys
-from digitpipe.config import validate
+from digitpipe.config.settings import validate
 from digitpipe.data.download import MIRROR_ENV
 from digitpipe.data.source import dataset_source
 from digitpipe.errors import ConfigError, DataError, DownloadError

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from digitpipe.config import validate
+from digitpipe.config.settings import validate
 from digitpipe.errors import ConfigError
 from digitpipe.tracking.metadata import flatten_config, run_name
 from digitpipe.training.build import build_model

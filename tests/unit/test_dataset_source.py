@@ -78,7 +78,7 @@ def test_a_dataset_made_with_val_size_100_gives_150_validation_images_when_asked
     assert (md5(made.dataset), made.dataset.stat().st_mtime_ns) == before
     assert notices(capsys) == [
         f"notice: {made.dataset} was made with other parameters (val_size 100 -> 150); "
-        f"the split is rebuilt in memory from {made.raw_dir}, the file is left as it is"
+        f"the split is rebuilt in memory from {made.fetch.raw_dir}, the file is left as it is"
     ]
 
 
@@ -98,11 +98,11 @@ def test_a_rebuilt_split_and_its_md5_are_those_of_the_file_preprocess_would_writ
 def test_a_matching_dataset_is_used_as_it_is_without_the_raw_files(make_source, capsys):
     source = make_source()
     source.prepare()
-    shutil.rmtree(source.raw_dir)
+    shutil.rmtree(source.fetch.raw_dir)
     data = DigitsDataModule(source, batch_size=32, eval_batch_size=100, seed=0)
     data.prepare_data()
     data.setup("fit")
-    assert not source.raw_dir.exists()  # nothing was downloaded again
+    assert not source.fetch.raw_dir.exists()  # nothing was downloaded again
     assert len(data.splits["val"]) == 100
     assert data.data_md5 == md5(source.dataset)
     assert notices(capsys) == []

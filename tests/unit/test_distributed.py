@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from digitpipe.config import per_process_batch_size as per_device_batch_size
-from digitpipe.config import validate
+from digitpipe.config.settings import validate
+from digitpipe.config.values import per_process_batch_size as per_device_batch_size
 from digitpipe.distributed.launch import pin_argv_to_current_job
 from digitpipe.errors import ConfigError
 from digitpipe.training.build import build_model

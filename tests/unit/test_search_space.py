@@ -7,9 +7,9 @@ import optuna
 import pytest
 
 from digitpipe.errors import ConfigError
-from digitpipe.search.space import config_groups, overrides, parse_space, suggest
-from digitpipe.search.study import check_same_search, redacted
-from digitpipe.search.trials import is_surplus
+from digitpipe_search.space import config_groups, overrides, parse_space, suggest
+from digitpipe_search.study import check_same_search, redacted
+from digitpipe_search.trials import is_surplus
 
 from ..conftest import ROOT, compose_config
 
@@ -104,7 +104,7 @@ def test_a_study_refuses_another_space_or_another_config_around_it_naming_the_di
 def test_every_process_and_every_rerun_samples_its_own_points_and_one_process_repeats_a_study():
     from omegaconf import OmegaConf
 
-    from digitpipe.search.study import make_sampler
+    from digitpipe_search.study import make_sampler
 
     settings = OmegaConf.create({"sampler_seed": 42, "startup_trials": 2})
 

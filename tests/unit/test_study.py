@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from digitpipe.study.cells import Cell, cell_overrides, cells
-from digitpipe.study.table import CellResult, group, markdown_table
+from digitpipe_study.cells import Cell, cell_overrides, cells
+from digitpipe_study.table import CellResult, group, markdown_table
 
 STUDY = {
     "activations": ["relu", "sigmoid"],

@@ -14,7 +14,7 @@ import re
 import pytest
 import torch
 
-from digitpipe.config import validate
+from digitpipe.config.settings import validate
 from digitpipe.config.steps import GRAPHED_STEPS_PER_BATCH, StepPlan
 from digitpipe.data.batches import EpochOrder, IndexBatches, Split
 from digitpipe.errors import ConfigError

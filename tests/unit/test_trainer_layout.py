@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from digitpipe import environment
-from digitpipe.config import validate
+from digitpipe.config.settings import validate
 from digitpipe.models.checkpoint import load_classifier
 from digitpipe.models.classifier import DigitClassifier
 from digitpipe.training.build import build_callbacks, make_trainer

@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import io
 import itertools
+import os
 import sys
 import time
 import urllib.error
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from digitpipe import atomic
+from digitpipe.config.numbers import seconds
 from digitpipe.environment import MNIST_MIRROR
 from digitpipe.errors import DownloadError
 from digitpipe.paths import project_root, resolve
@@ -177,3 +180,33 @@ def download_dataset(
 
 def dataset_files(files_cfg: Mapping[str, Any]) -> dict[str, DatasetFile]:
     return {key: DatasetFile(name=f["name"], sha256=f["sha256"]) for key, f in files_cfg.items()}
+
+
+@dataclass(frozen=True)
+class Download:
+    """The download stage: every raw file, verified, in raw_dir (files already there are kept)."""
+
+    files: Mapping[str, DatasetFile]  # keyed train_images, train_labels, test_images, test_labels
+    mirrors: tuple[str, ...]
+    raw_dir: Path
+    timeout_s: float  # the longest wait for a mirror
+    file_deadline_s: float  # the longest transfer of one file from one mirror
+
+    def run(self) -> None:
+        download_dataset(
+            self.files.values(), list(self.mirrors), self.raw_dir, self.timeout_s, self.file_deadline_s
+        )
+
+
+def planned_download(cfg: DictConfig) -> Download:
+    """The config's download, its values checked ($MNIST_MIRROR is read here too)."""
+    download = cfg.data.download
+    return Download(
+        files=dataset_files(cfg.data.files),
+        mirrors=tuple(mirror_order(download.mirrors, download.mirror, os.environ)),
+        raw_dir=resolve(cfg.paths.raw_dir),
+        timeout_s=seconds("data.download.timeout_s", download.timeout_s, "the longest wait for a mirror"),
+        file_deadline_s=seconds(
+            "data.download.file_deadline_s", download.file_deadline_s, "the longest one file may take"
+        ),
+    )

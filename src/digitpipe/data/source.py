@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,8 +13,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from digitpipe.config.values import seconds, whole_number
-from digitpipe.data.download import DatasetFile, dataset_files, download_dataset, mirror_order
+from digitpipe.config.numbers import whole_number
+from digitpipe.data.download import Download, planned_download
 from digitpipe.data.preprocess import build_splits, dataset_bytes, parse_dataset, read_raw, write_dataset
 from digitpipe.errors import DataError
 from digitpipe.paths import resolve
@@ -35,11 +34,7 @@ class DatasetSource:
 
     dataset: Path
     stats: Path
-    raw_dir: Path
-    files: Mapping[str, DatasetFile]  # keyed train_images, train_labels, test_images, test_labels
-    mirrors: tuple[str, ...]
-    timeout_s: float  # the longest wait for a mirror
-    file_deadline_s: float  # the longest transfer of one file from one mirror
+    fetch: Download  # the raw files it is made from
     seed: int  # of the validation split (data.split_seed)
     val_size: int
     image_size: int
@@ -47,7 +42,7 @@ class DatasetSource:
 
     def params(self) -> dict[str, Any]:
         """What the split depends on, as the processed dataset records it (primitives only)."""
-        raw_sha256 = {key: file.sha256 for key, file in self.files.items()}
+        raw_sha256 = {key: file.sha256 for key, file in self.fetch.files.items()}
         return {
             "seed": self.seed,
             "val_size": self.val_size,
@@ -57,14 +52,11 @@ class DatasetSource:
         }
 
     def download(self) -> None:
-        """The download stage: make raw_dir hold every verified raw file (kept if already there)."""
-        download_dataset(
-            self.files.values(), list(self.mirrors), self.raw_dir, self.timeout_s, self.file_deadline_s
-        )
+        self.fetch.run()
 
     def build(self) -> dict[str, torch.Tensor]:
         """The split tensors, made from the verified raw files."""
-        raw = read_raw(self.raw_dir, self.files)
+        raw = read_raw(self.fetch.raw_dir, self.fetch.files)
         return build_splits(raw, self.val_size, self.seed, self.image_size, self.num_classes)
 
     def preprocess(self) -> dict[str, Any]:
@@ -99,7 +91,7 @@ class DatasetSource:
             return ProcessedDataset(dict(tensors), md5)
         print(
             f"notice: {self.dataset} was made with other parameters ({param_changes(recorded, expected)}); "
-            f"the split is rebuilt in memory from {self.raw_dir}, the file is left as it is",
+            f"the split is rebuilt in memory from {self.fetch.raw_dir}, the file is left as it is",
             file=sys.stderr,
             flush=True,
         )
@@ -141,19 +133,12 @@ def dataset_md5(source: DatasetSource) -> str:
 
 
 def dataset_source(cfg: DictConfig) -> DatasetSource:
-    """The one place the config becomes a DatasetSource, its values checked ($MNIST_MIRROR is read
-    here too)."""
-    data, download = cfg.data, cfg.data.download
+    """The one place the config becomes a DatasetSource, its values checked."""
+    data = cfg.data
     return DatasetSource(
         dataset=resolve(cfg.paths.dataset),
         stats=resolve(cfg.paths.stats),
-        raw_dir=resolve(cfg.paths.raw_dir),
-        files=dataset_files(data.files),
-        mirrors=tuple(mirror_order(download.mirrors, download.mirror, os.environ)),
-        timeout_s=seconds("data.download.timeout_s", download.timeout_s, "the longest wait for a mirror"),
-        file_deadline_s=seconds(
-            "data.download.file_deadline_s", download.file_deadline_s, "the longest one file may take"
-        ),
+        fetch=planned_download(cfg),
         seed=whole_number("data.split_seed", cfg.data.split_seed, positive=False),
         val_size=whole_number("data.val_size", data.val_size),
         image_size=whole_number("data.image_size", data.image_size),

@@ -10,7 +10,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
 
-from digitpipe.config import StepPlan
+from digitpipe.config.steps import StepPlan
 from digitpipe.tracking.metadata import flatten_config
 from digitpipe.tracking.run import TrackedRun
 from digitpipe.tracking.store import store_failures

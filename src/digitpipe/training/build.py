@@ -14,7 +14,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from digitpipe.config import Settings, per_process_batch_size
+from digitpipe.config.settings import Settings
+from digitpipe.config.values import per_process_batch_size
 from digitpipe.data.datamodule import DigitsDataModule
 from digitpipe.data.source import dataset_source
 from digitpipe.lightning_compat import StopOnSignal

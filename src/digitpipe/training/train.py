@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from digitpipe import environment, interrupts
 from digitpipe.cli import log_lightning_once
-from digitpipe.config import Settings, validate
+from digitpipe.config.settings import Settings, validate
 
 # Lightning's warning when an epoch has fewer of its batches than trainer.log_every_n_steps: false
 # with several steps per batch, whose losses are logged per step (steps/module.py)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from digitpipe.errors import ConfigError, TrackingError
 from digitpipe.paths import project_root
-from digitpipe.search.space import Param
+from digitpipe_search.space import Param
 
 DEFAULT_STORAGE = "optuna.db"  # in the project root, beside mlflow.db: no server needed
 FINISHED = ("COMPLETE", "PRUNED")  # what counts towards search.n_trials

@@ -13,17 +13,17 @@ from omegaconf import DictConfig
 
 from digitpipe import atomic, interrupts
 from digitpipe.cli import check_group_choices
-from digitpipe.config import validate
+from digitpipe.config.settings import validate
 from digitpipe.errors import ConfigError, TrackingError
 from digitpipe.paths import resolve
-from digitpipe.search.report import figures, summary
-from digitpipe.search.space import Param, config_groups, overrides, parse_space
-from digitpipe.search.study import PARENT_ATTR, counts, finished, open_study, redacted, storage_url
-from digitpipe.search.trials import Objective
-from digitpipe.search.winner import make_winner
-from digitpipe.search.workers import run_copies, run_trials
 from digitpipe.tracking.metadata import flatten_config
 from digitpipe.training.resume import is_result_key
+from digitpipe_search.report import figures, summary
+from digitpipe_search.space import Param, config_groups, overrides, parse_space
+from digitpipe_search.study import PARENT_ATTR, counts, finished, open_study, redacted, storage_url
+from digitpipe_search.trials import Objective
+from digitpipe_search.winner import make_winner
+from digitpipe_search.workers import run_copies, run_trials
 
 WINNER_ATTR = "winner_run_id"
 COUNTS = (("n_trials", 1), ("workers", 1), ("heartbeat_s", 1), ("grace_s", 1), ("max_retries", 0),

@@ -1,7 +1,7 @@
 """The study's parent MLflow run: one per study and set of study parameters, holding the table and
 figures, its cells as children.
 
-Found again on every aggregate (tags digitpipe.study and digitpipe.study.params), so a rerun with the
+Found again on every aggregate (tags digitpipe_study and digitpipe_study.params), so a rerun with the
 same parameters updates it instead of adding one; cells it held that are no longer part of the study
 (rerun since) stop being its children. Other parameters make another study: a parent of its own.
 """
@@ -19,7 +19,7 @@ from digitpipe.tracking.metadata import run_tags
 from digitpipe.tracking.run import TrackedRun, recorded
 from digitpipe.tracking.store import Store, store_failures
 
-STUDY_TAG, PARAMS_TAG, PARENT = "digitpipe.study", "digitpipe.study.params", "mlflow.parentRunId"
+STUDY_TAG, PARAMS_TAG, PARENT = "digitpipe_study", "digitpipe_study.params", "mlflow.parentRunId"
 
 
 def params_digest(params: Mapping[str, str]) -> str:

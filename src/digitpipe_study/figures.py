@@ -12,7 +12,7 @@ from digitpipe.diagnostics.probe import weight_layers
 from digitpipe.evaluation.plots import plt
 from digitpipe.models.convnet import build_convnet
 from digitpipe.serving.images import SIZE as MNIST_SIZE
-from digitpipe.study.table import UNIT_LAYERS, Row
+from digitpipe_study.table import UNIT_LAYERS, Row
 
 LAYERS = weight_layers(build_convnet("relu", 0.1, 10, "glorot", MNIST_SIZE))  # conv1 .. dense2 (names only)
 

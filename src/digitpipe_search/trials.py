@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitpipe.errors import ConfigError, DivergedError
 from digitpipe.interrupts import Interrupted
 from digitpipe.metric_names import VAL_ACC
-from digitpipe.search.space import Param, overrides, suggest
+from digitpipe_search.space import Param, overrides, suggest
 
 TRIAL_TAGS = ("search.study", "search.trial")
 DIVERGED_ATTR = "diverged"  # a pruned trial whose training diverged (its run: FAILED, with why)
@@ -140,7 +140,7 @@ def pruning(trial, storage: str):
     full disk) ends the training with the database's own words, not Optuna's guess about them."""
     from optuna_integration import PyTorchLightningPruningCallback
 
-    from digitpipe.search.study import storage_errors, storage_failure
+    from digitpipe_search.study import storage_errors, storage_failure
 
     class Pruning(PyTorchLightningPruningCallback):
         def on_validation_end(self, trainer, pl_module) -> None:

@@ -7,8 +7,8 @@ import io
 import warnings
 from typing import Any
 
-from digitpipe.search.space import overrides
-from digitpipe.search.study import counts, redacted, storage_url
+from digitpipe_search.space import overrides
+from digitpipe_search.study import counts, redacted, storage_url
 
 FIGURES = ("optimization_history", "param_importances", "slice", "parallel_coordinate")
 

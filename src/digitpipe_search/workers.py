@@ -17,8 +17,8 @@ from typing import Any
 
 from digitpipe import interrupts
 from digitpipe.errors import TrackingError
-from digitpipe.search.study import FINISHED, counts, storage_cause, storage_failure
-from digitpipe.search.trials import (
+from digitpipe_search.study import FINISHED, counts, storage_cause, storage_failure
+from digitpipe_search.trials import (
     CAUGHT,
     DIVERGED_ATTR,
     FAIL_ATTR,

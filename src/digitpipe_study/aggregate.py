@@ -13,15 +13,15 @@ from digitpipe import atomic
 from digitpipe.errors import DataError
 from digitpipe.evaluation.plots import png_bytes
 from digitpipe.metric_names import VAL_ACC
-from digitpipe.study.cells import Cell, cells
-from digitpipe.study.figures import (
+from digitpipe_study.cells import Cell, cells
+from digitpipe_study.figures import (
     accuracy_figure,
     dead_units_figure,
     grad_norm_figure,
     mean_grad_norms,
     mean_per_epoch,
 )
-from digitpipe.study.table import COLUMNS, CellResult, Row, group, markdown_table
+from digitpipe_study.table import COLUMNS, CellResult, Row, group, markdown_table
 
 REPORTS = "reports"
 TABLE_MD, TABLE_CSV, SUMMARY = "activation_study.md", "activation_study.csv", "summary.json"

@@ -12,14 +12,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from digitpipe import atomic, interrupts
-from digitpipe.cli import check_group_choices
 from digitpipe.config.settings import validate
 from digitpipe.errors import ConfigError, TrackingError
 from digitpipe.paths import resolve
 from digitpipe.tracking.metadata import flatten_config
 from digitpipe.training.resume import is_result_key
 from digitpipe_search.report import figures, summary
-from digitpipe_search.space import Param, config_groups, overrides, parse_space
+from digitpipe_search.space import config_groups, corner, overrides, parse_space
 from digitpipe_search.study import PARENT_ATTR, counts, finished, open_study, redacted, storage_url
 from digitpipe_search.trials import Objective
 from digitpipe_search.winner import make_winner
@@ -36,16 +35,16 @@ def search(
     """Run the study cfg.search describes; its summary (reports/search.json) once it is complete."""
     s = cfg.search
     check_settings(s)
-    params = parse_space(s.space)
+    space = parse_space(s.space)
     name = check_name(str(s.study or s.name))
-    check_trials(params, fixed, config_dir, compose)
+    check_trials(space, fixed, config_dir, compose)
     from digitpipe.tracking.store import check_sqlite_file, tracking_uri
 
     check_sqlite_file(tracking_uri(cfg.mlflow.tracking_uri))  # a damaged store: before the study exists
     with interrupts.handled():
         # storage errors: before any MLflow run; the study's identity: its space and the config
         # around it (every setting that changes a result, not where runs are logged)
-        study = open_study(s, name, params, trained_config(compose(fixed), params))
+        study = open_study(s, name, space, trained_config(compose(fixed), space))
         from digitpipe.tracking.run import recorded
         from digitpipe.tracking.store import open_store
 
@@ -63,7 +62,7 @@ def search(
                 work_dir = resolve(s.outputs.work_dir) / name
                 groups = config_groups(config_dir)
                 url = storage_url(s.storage)
-                objective = Objective(name, params, fixed, compose, work_dir, parent.run_id, int(s.n_trials),
+                objective = Objective(name, space, fixed, compose, work_dir, parent.run_id, int(s.n_trials),
                                       groups, url)  # fmt: skip
                 run_trials(study, objective, store.client, s, url)
             else:
@@ -91,14 +90,7 @@ def check_settings(s: DictConfig) -> None:
 
 def check_name(name: str) -> str:
     """The study's name, which also names its folder under search.outputs.work_dir."""
-    if (
-        not name.strip()
-        or "/" in name
-        or "\\" in name
-        or "\0" in name
-        or name in (".", "..")
-        or len(name) > 120
-    ):
+    if not name.strip() or set(name) & {"/", "\\", "\0"} or name in (".", "..") or len(name) > 120:
         raise ConfigError(
             f"search.study={name!r} cannot name a study: give 1-120 characters, without / or \\, "
             "not . or .. (it also names the study's folder)"
@@ -106,31 +98,35 @@ def check_name(name: str) -> str:
     return name
 
 
-def trained_config(cfg: DictConfig, params: list[Param]) -> dict:
+def trained_config(cfg: DictConfig, space: dict) -> dict:
     """What every trial trains with besides its point: each setting that changes a result, outside
     the space (a config group in the space takes its keys with it)."""
-    keys = [p.key for p in params]
     return {
         k: v if isinstance(v, str | int | float | bool) or v is None else str(v)
         for k, v in flatten_config(cfg).items()
-        if is_result_key(k) and not any(k == key or k.startswith(f"{key}.") for key in keys)
+        if is_result_key(k) and not any(k == key or k.startswith(f"{key}.") for key in space)
     }
 
 
-def check_trials(params: list[Param], fixed: list[str], config_dir: Path, compose) -> None:
-    """Every key is a config key or group, and the space's two corners compose and pass the
-    config's checks, before any run or trial exists (one line naming the key otherwise)."""
+def check_trials(space: dict, fixed: list[str], config_dir: Path, compose) -> None:
+    """Every key is a config key or group, each group's choice has its file, and the space's two
+    corners compose and pass the config's checks, before any run or trial exists (one line
+    naming the key otherwise)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    for param in params:  # a null choice of a group is ~group, checked by composing it below
-        check_group_choices([f"{param.key}={c}" for c in param.choices if c is not None], config_dir)
-    for corner in (0, 1):
-        point = {p.key: p.ends()[corner] for p in params}
+    groups = config_groups(config_dir)
+    for key in groups & space.keys():  # a null choice is ~group, composed with a corner below
+        known = sorted(p.stem for p in (config_dir / key).glob("*.yaml"))
+        if bad := [c for c in getattr(space[key], "choices", ()) if c is not None and str(c) not in known]:
+            raise ConfigError(f"search.space.{key}: {key}={bad[0]} is not a known choice; choose one of: "
+                              f"{', '.join(known)}")  # fmt: skip
+    for end in (0, -1):
+        point = overrides(corner(space, end), groups)
         try:
-            cfg = compose([*fixed, *overrides(point, config_groups(config_dir))])
+            cfg = compose([*fixed, *point])
         except (HydraException, OmegaConfBaseException) as err:
-            bad = next((p.key for p in params if p.key.split(".")[-1] in str(err)), None)
+            bad = next((key for key in space if key in str(err)), None)
             what = f"search.space.{bad} is not a key of the config" if bad else str(err).splitlines()[0]
             raise ConfigError(
                 f"{what}; the space's keys are config keys (optimizer.lr) or groups (optimizer)"
@@ -139,8 +135,7 @@ def check_trials(params: list[Param], fixed: list[str], config_dir: Path, compos
             validate(cfg)
         except ConfigError as err:
             raise ConfigError(
-                f"the search space's corner {' '.join(overrides(point, config_groups(config_dir)))} "
-                f"is not a valid config: {err}"
+                f"the search space's corner {' '.join(point)} is not a valid config: {err}"
             ) from err
         if cfg.trainer.strategy != "auto" or int(cfg.trainer.devices) != 1 or int(cfg.trainer.num_nodes) != 1:
             raise ConfigError(

@@ -1,50 +1,25 @@
-"""A search space as written in conf/search/<name>.yaml: each key a config key or group, each value a
-range or a list of choices. Checked here, once, before any trial; turned into Optuna distributions
-and into the Hydra overrides a trial trains with.
+"""A search space as written in conf/search/<name>.yaml: each key a config key or group, each value
+the arguments of one of Optuna's distributions, which checks them itself (bounds, log scale, step),
+once, before any trial; then the Hydra overrides a trial trains with.
 
-    model.activation: {choices: [relu, leaky_relu, elu]}     # categorical (a config group too: optimizer)
-    optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}     # a float on a log scale
-    optimizer.weight_decay: {low: 0.0, high: 1.0e-3}         # a float on a linear scale
-    trainer.max_epochs: {low: 2, high: 6}                    # an int (both bounds whole numbers)
+    model.activation: {choices: [relu, leaky_relu, elu]}     # CategoricalDistribution (or a group's)
+    optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}     # FloatDistribution, log scale
+    optimizer.weight_decay: {low: 0.0, high: 1.0e-3}         # FloatDistribution
+    trainer.max_epochs: {low: 2, high: 6}                    # IntDistribution (whole-number bounds)
     data.batch_size: {low: 32, high: 256, step: 32}
-
-Optuna's distributions check their own bounds, scales and steps, in their own words.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from digitpipe.errors import ConfigError
 
-FIELDS = {"choices", "low", "high", "log", "step"}
-
-
-@dataclass(frozen=True)
-class Param:
-    key: str  # a dotted config key (optimizer.lr) or a config group (optimizer)
-    distribution: Any  # Optuna's: CategoricalDistribution, IntDistribution or FloatDistribution
-
-    @property
-    def choices(self) -> tuple:
-        return tuple(getattr(self.distribution, "choices", ()))
-
-    def ends(self) -> tuple[Any, Any]:
-        """The two extreme values: a trial at each is composed and checked before the search starts."""
-        if self.choices:
-            return self.choices[0], self.choices[-1]
-        return self.distribution.low, self.distribution.high
-
-    def as_dict(self) -> dict[str, Any]:
-        """What identifies the range (stored with the study: a rerun must search the same space)."""
-        import json
-
-        from optuna.distributions import distribution_to_json
-
-        return json.loads(distribution_to_json(self.distribution))
+FIELDS = {"choices", "low", "high", "log", "step"}  # the distributions' own arguments
+SHAPE = "a range is {low: <number>, high: <number>} (log: true, or step: <number>), a choice {choices: [...]}"
 
 
 def check_yaml(config_dir: Path, config_name: str, args: list[str]) -> None:
@@ -63,25 +38,21 @@ def check_yaml(config_dir: Path, config_name: str, args: list[str]) -> None:
         where = (
             f"{mark.name} is not valid YAML at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         )
-        raise ConfigError(
-            f"{where or 'a config file is not valid YAML'}: {err.problem}; fix the file"
-        ) from err
+        problem = getattr(err, "problem", None) or err
+        raise ConfigError(f"{where or 'a config file is not valid YAML'}: {problem}; fix the file") from err
     except Exception:  # anything else is reported by Hydra itself, or by the checks after it
         return
 
 
-def parse_space(space: Mapping[str, Any] | None) -> list[Param]:
-    """The space's parameters, or a ConfigError naming the first malformed entry."""
+def parse_space(space: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Each key's Optuna distribution, or a ConfigError naming the first malformed entry."""
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(space, DictConfig):
         space = OmegaConf.to_container(space, resolve=True)
     if not space:
-        raise ConfigError(
-            "search.space is empty; give at least one key, "
-            "e.g. optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}"
-        )
-    return [parse_param(key, spec) for key, spec in flattened(space).items()]
+        raise ConfigError(f"search.space is empty; give at least one key: {SHAPE}")
+    return {key: distribution(key, spec) for key, spec in flattened(space).items()}
 
 
 def flattened(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -97,39 +68,34 @@ def flattened(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def parse_param(key: str, spec: Any) -> Param:
-    """One entry as Optuna's distribution, which checks its own bounds, log scale and step; what it
-    leaves unchecked (the entry's shape, its fields, numbers that are not) is checked here."""
+def distribution(key: str, spec: Any):
+    """One entry as the Optuna distribution its fields make: choices, or whole-number bounds (and
+    step), or any other bounds."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    where = f"search.space.{key}"
-    if not isinstance(spec, Mapping):
-        raise ConfigError(
-            f"{where}: give a range {{low: ..., high: ...}} or {{choices: [...]}}, not {spec!r}"
-        )
-    if unknown := sorted(set(spec) - FIELDS):
-        raise ConfigError(
-            f"{where}: unknown field {', '.join(unknown)}; the fields are {', '.join(sorted(FIELDS))}"
-        )
-    numbers = {k: spec.get(k) for k in ("low", "high", "step") if spec.get(k) is not None}
-    if "choices" in spec and numbers:
-        raise ConfigError(f"{where}: choices cannot be combined with a range (low, high, log, step)")
-    if "choices" not in spec and ("low" not in numbers or "high" not in numbers):
-        raise ConfigError(f"{where}: a range needs both low and high (or give choices: [...])")
-    if bad := next(
-        (k for k, v in numbers.items() if isinstance(v, bool) or not isinstance(v, int | float)), None
-    ):
-        raise ConfigError(f"{where}: {bad} must be a number, not {numbers[bad]!r}")
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("choices", []), list):
+        raise ConfigError(f"search.space.{key}: {SHAPE}, not {spec!r}")
+    given = {k: v for k, v in spec.items() if v is not None}
+    whole = all(isinstance(v, int) for k, v in given.items() if k != "log")
+    kind = CategoricalDistribution if "choices" in spec else IntDistribution if whole else FloatDistribution
     try:
-        if "choices" in spec:
-            if not isinstance(spec["choices"], list | tuple):
-                raise ValueError(f"choices must be a list, not {spec['choices']!r}")
-            return Param(key, CategoricalDistribution(tuple(spec["choices"])))
-        whole = all(isinstance(v, int) for v in numbers.values())
-        kind = IntDistribution if whole else FloatDistribution
-        return Param(key, kind(log=bool(spec.get("log", False)), **numbers))
-    except ValueError as err:
-        raise ConfigError(f"{where}: {err}") from err
+        return kind(**given)
+    except ValueError as err:  # Optuna's own words
+        raise ConfigError(f"search.space.{key}: {err}") from err
+    except TypeError as err:  # a field it does not take, or lacks, or a value that is no number
+        raise ConfigError(f"search.space.{key}: {err}; {SHAPE}") from err
+
+
+def stored(space: Mapping[str, Any]) -> dict[str, dict]:
+    """The space as Optuna's JSON of each distribution: what a study keeps (a rerun must match it)."""
+    from optuna.distributions import distribution_to_json
+
+    return {key: json.loads(distribution_to_json(d)) for key, d in space.items()}
+
+
+def corner(space: Mapping[str, Any], end: int) -> dict[str, Any]:
+    """Every key at its first (end=0) or last (-1) choice or bound: both are checked before a search."""
+    return {key: (getattr(d, "choices", None) or (d.low, d.high))[end] for key, d in space.items()}
 
 
 def overrides(values: Mapping[str, Any], groups: Collection[str] = ()) -> list[str]:
@@ -145,26 +111,19 @@ def config_groups(config_dir: Path) -> frozenset[str]:
 
 
 def override_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return repr(value)  # every digit: the winner trains with exactly the trial's value
-    return str(value)
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)  # null, true, false
+    return repr(value) if isinstance(value, float) else str(value)  # a float's every digit: the winner's
 
 
-def suggest(trial, params: list[Param]) -> dict[str, Any]:
+def suggest(trial, space: Mapping[str, Any]) -> dict[str, Any]:
     """The trial's point: sampled, or a retried trial's own (Optuna returns its stored params)."""
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
-    values = {}
-    for p in params:
-        d = p.distribution
+    def one(key: str, d) -> Any:
         if isinstance(d, CategoricalDistribution):
-            values[p.key] = trial.suggest_categorical(p.key, list(d.choices))
-        elif isinstance(d, IntDistribution):
-            values[p.key] = trial.suggest_int(p.key, d.low, d.high, step=d.step, log=d.log)
-        else:
-            values[p.key] = trial.suggest_float(p.key, d.low, d.high, step=d.step, log=d.log)
-    return values
+            return trial.suggest_categorical(key, d.choices)
+        suggested = trial.suggest_int if isinstance(d, IntDistribution) else trial.suggest_float
+        return suggested(key, d.low, d.high, step=d.step, log=d.log)
+
+    return {key: one(key, d) for key, d in space.items()}

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from digitpipe.errors import ConfigError, TrackingError
 from digitpipe.paths import project_root
-from digitpipe_search.space import Param
+from digitpipe_search.space import stored
 
 DEFAULT_STORAGE = "optuna.db"  # in the project root, beside mlflow.db: no server needed
 FINISHED = ("COMPLETE", "PRUNED")  # what counts towards search.n_trials
@@ -103,7 +103,7 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     return (StorageInternalError, SQLAlchemyError)
 
 
-def open_study(search: DictConfig, name: str, params: list[Param], config: dict[str, Any]):
+def open_study(search: DictConfig, name: str, space: dict[str, Any], config: dict[str, Any]):
     """Create the study, or load it and refuse when its space, or the config its trials train with
     (`config`: every setting that changes a result, outside the space), differs."""
     import optuna
@@ -111,16 +111,15 @@ def open_study(search: DictConfig, name: str, params: list[Param], config: dict[
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial is reported in one line instead
     logging.getLogger("optuna").propagate = False
     storage = open_storage(search)
-    space = {p.key: p.as_dict() for p in params}
     try:
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize", load_if_exists=True,
             sampler=make_sampler(search), pruner=make_pruner(search),
         )  # fmt: skip
         if SPACE_ATTR in study.user_attrs:
-            check_same_search(name, study.user_attrs, space, config)
+            check_same_search(name, study.user_attrs, stored(space), config)
             return study
-        study.set_user_attr(SPACE_ATTR, space)
+        study.set_user_attr(SPACE_ATTR, stored(space))
         study.set_user_attr(CONFIG_ATTR, config)
     except storage_errors() as err:
         raise storage_failure(storage_url(search.storage), err) from err

@@ -17,9 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from digitpipe.errors import ConfigError, DivergedError
 from digitpipe.interrupts import Interrupted
 from digitpipe.metric_names import VAL_ACC
-from digitpipe_search.space import Param, overrides, suggest
+from digitpipe_search.space import overrides, suggest
 
-TRIAL_TAGS = ("search.study", "search.trial")
 DIVERGED_ATTR = "diverged"  # a pruned trial whose training diverged (its run: FAILED, with why)
 FAIL_ATTR = "fail_reason"  # why a trial failed, one line (a killed worker's trial has none)
 RUN_ATTR = "mlflow_run_id"  # the trial's user attribute naming its MLflow run
@@ -42,7 +41,7 @@ class SurplusTrial(Exception):
 
 
 # per-trial overrides that keep a trial a measurement: no test data, no model logged or registered,
-# a fresh run every time (a retried trial is a new trial), its files in its own directory
+# a fresh run every time (a retried trial is a new trial)
 TRIAL_SETTINGS = (
     "test_after_fit=false",
     "resume=false",
@@ -50,15 +49,15 @@ TRIAL_SETTINGS = (
     "mlflow.log_checkpoint=false",
     "mlflow.registered_model_name=null",
 )
-TRIAL_FILES = {  # paths.<key>: where the trial writes it, in <work_dir>/trial-<n>/
-    "model_dir": "models",
-    "checkpoints": "checkpoints",
-    "run_info": "mlflow_run.json",
-    "train_metrics": "train_metrics.json",
-    "history": "history.csv",
-    "diagnostics": "diagnostics.csv",
-    "diagnostics_figure": "diagnostics.png",
-}
+INPUTS = ("raw_dir", "dataset", "stats")  # the paths a training reads; it writes every other one
+
+
+def own_files(cfg: DictConfig, directory: Path) -> None:
+    """Every file the config writes (paths.*), by its own name, in `directory`: a trial's or a
+    winner's files never replace the main pipeline's."""
+    for key, path in cfg.paths.items():
+        if key not in INPUTS:
+            cfg.paths[key] = str(directory / Path(path).name)
 
 
 @dataclass
@@ -66,7 +65,7 @@ class Objective:
     """Optuna's objective for one study; `compose(overrides)` gives the main config with them."""
 
     study_name: str
-    params: list[Param]
+    space: dict  # key: Optuna's distribution
     fixed: list[str]  # the command line's overrides, the same for every trial
     compose: Callable[[list[str]], DictConfig]
     work_dir: Path
@@ -85,7 +84,7 @@ class Objective:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number}: {self.total} trials were already started")
         try:
-            cfg = self.trial_config(trial, suggest(trial, self.params))
+            cfg = self.trial_config(trial, suggest(trial, self.space))
             trial.set_user_attr(THREADS_ATTR, torch.get_num_threads())  # sums differ with the thread count
             result = train(cfg, callbacks=[pruning(trial, self.storage), run_of(trial)])
         except Interrupted as stop:  # its point queued again, as Optuna's retry does for a dead worker's
@@ -122,9 +121,7 @@ class Objective:
         for key, value in point.items():
             if key not in self.groups:
                 OmegaConf.update(cfg, key, value)
-        trial_dir = self.work_dir / f"trial-{trial.number}"
-        for key, name in TRIAL_FILES.items():
-            cfg.paths[key] = str(trial_dir / name)
+        own_files(cfg, self.work_dir / f"trial-{trial.number}")
         cfg.mlflow.run_name = f"trial {trial.number}: {' '.join(overrides(point, self.groups))}"[:240]
         cfg.mlflow.tags = {
             **cfg.mlflow.tags,

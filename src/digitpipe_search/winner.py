@@ -14,37 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-WINNER_FILES = {  # paths.<key>: the winner's train and evaluate outputs, in <work_dir>/<study>/winner/
-    "model_dir": "models",
-    "checkpoints": "checkpoints",
-    "run_info": "mlflow_run.json",
-    "train_metrics": "train_metrics.json",
-    "history": "history.csv",
-    "metrics": "metrics.json",
-    "per_class": "per_class.csv",
-    "predictions": "predictions.csv",
-    "confusion_png": "confusion_matrix.png",
-    "diagnostics": "diagnostics.csv",
-    "diagnostics_figure": "diagnostics.png",
-}
-
-
-def winner_config(
-    compose: Callable[[list[str]], DictConfig],
-    best: dict[str, Any],
-    study: str,
-    winner_dir: Path,
-    parent_run_id: str | None,
-) -> DictConfig:
-    """The best trial's config, with the winner's files, name and parent set on it (no path or name
-    travels in an override string, so any directory and study name work)."""
-    cfg = compose([*best["overrides"], "resume=false", "test_after_fit=false"])  # the test set: evaluate's
-    for key, name in WINNER_FILES.items():
-        cfg.paths[key] = str(winner_dir / name)
-    cfg.mlflow.run_name = f"winner of {study}: trial {best['trial']}"
-    cfg.mlflow.tags = {**cfg.mlflow.tags, "search.study": study, "search.winner_of_trial": str(best["trial"])}
-    cfg.mlflow.parent_run_id = parent_run_id
-    return cfg
+from digitpipe_search.trials import own_files
 
 
 def make_winner(
@@ -55,13 +25,18 @@ def make_winner(
     parent_run_id: str | None,
 ) -> dict[str, float]:
     """Train and evaluate the winner in this process, on its trial's number of threads; its val/acc
-    and test metrics."""
+    and test metrics. Its files, name and parent are set on the composed config (no path or name
+    travels in an override string, so any directory and study name work)."""
     import torch
 
     from digitpipe.evaluation.evaluate import run_evaluate
     from digitpipe.training.train import train
 
-    cfg = winner_config(compose, best, study, winner_dir, parent_run_id)
+    cfg = compose([*best["overrides"], "resume=false", "test_after_fit=false"])  # the test set: evaluate's
+    own_files(cfg, winner_dir)
+    cfg.mlflow.run_name = f"winner of {study}: trial {best['trial']}"
+    cfg.mlflow.tags = {**cfg.mlflow.tags, "search.study": study, "search.winner_of_trial": str(best["trial"])}
+    cfg.mlflow.parent_run_id = parent_run_id
     threads = torch.get_num_threads()
     torch.set_num_threads(int(best.get("torch_threads") or threads))
     try:

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from digitpipe.errors import ConfigError
-from digitpipe_search.space import config_groups, overrides, parse_space, suggest
+from digitpipe_search.space import config_groups, overrides, parse_space, stored, suggest
 from digitpipe_search.study import check_same_search, redacted
 from digitpipe_search.trials import is_surplus
 
@@ -17,17 +17,17 @@ from ..conftest import ROOT, compose_config
 def test_every_space_in_conf_parses_and_each_kind_of_range_becomes_its_own_distribution():
     for path in (ROOT / "conf" / "search").glob("*.yaml"):
         assert parse_space(__import__("yaml").safe_load(path.read_text())["space"])
-    params = {p.key: p for p in parse_space({
+    params = parse_space({
         "optimizer": {"choices": ["adam", "sgd"]},
         "optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True},
         "trainer.max_epochs": {"low": 2, "high": 6},
         "data.batch_size": {"low": 32, "high": 256, "step": 32},
         "optimizer.weight_decay": {"low": 0, "high": 0.01},
-    })}  # fmt: skip
-    kinds = [type(params[k].distribution).__name__.removesuffix("Distribution") for k in params]
+    })  # fmt: skip
+    kinds = [type(params[k]).__name__.removesuffix("Distribution") for k in params]
     assert kinds == ["Categorical", "Float", "Int", "Int", "Float"]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    point = suggest(study.ask(), list(params.values()))
+    point = suggest(study.ask(), params)
     assert point["optimizer"] in ("adam", "sgd") and 1e-4 <= point["optimizer.lr"] <= 1e-2
     assert point["data.batch_size"] % 32 == 0 and isinstance(point["trainer.max_epochs"], int)
 
@@ -35,7 +35,7 @@ def test_every_space_in_conf_parses_and_each_kind_of_range_becomes_its_own_distr
 def test_a_nested_range_from_the_command_line_is_a_dotted_key_and_replaces_the_flat_one():
     nested = {"optimizer": {"lr": {"choices": [0.1]}}}
     space = parse_space({"optimizer.lr": {"low": 1e-4, "high": 1e-2}, **nested})
-    assert [(p.key, p.choices) for p in space] == [("optimizer.lr", (0.1,))]
+    assert {key: d.choices for key, d in space.items()} == {"optimizer.lr": (0.1,)}
 
 
 @pytest.mark.parametrize(("spec", "message"), [
@@ -45,13 +45,15 @@ def test_a_nested_range_from_the_command_line_is_a_dotted_key_and_replaces_the_f
     ({"low": 1e-3, "high": 1.0, "log": True, "step": 0.1}, "`step` is not supported when `log` is true"),
     ({"low": 1, "high": 5, "step": -1}, "`step > 0` must hold"),
     ({"choices": []}, "must contain one or more elements"),
-    # what they leave unchecked
-    ({"low": 1}, "a range needs both low and high"),
-    ({"low": "a", "high": 2}, "low must be a number"),
-    ({"choices": "ab"}, "choices must be a list"),
-    ({"choices": [1, 2], "low": 0}, "choices cannot be combined with a range"),
-    ({"low": 1, "high": 2, "scale": "log"}, "unknown field scale"),
-    (0.5, "give a range"),
+    # their constructors' own refusals of a field they lack or do not take, or a value that is no
+    # number, with what a range and a choice are
+    ({"low": 1}, "missing 1 required positional argument: 'high'; a range is {low: <number>, high:"),
+    ({"low": "a", "high": 2}, "'>' not supported between instances of 'str' and 'int'; a range is"),
+    ({"choices": [1, 2], "low": 0}, "unexpected keyword argument 'low'; a range is"),
+    ({"low": 1, "high": 2, "scale": "log"}, "unexpected keyword argument 'scale'; a range is"),
+    # what is neither a range nor a choice
+    ({"choices": "ab"}, "a choice {choices: [...]}, not {'choices': 'ab'}"),
+    (0.5, "a choice {choices: [...]}, not 0.5"),
 ])  # fmt: skip
 def test_a_malformed_range_is_refused_in_one_line_naming_its_key(spec, message):
     with pytest.raises(ConfigError) as refused:
@@ -78,16 +80,14 @@ def test_a_point_is_the_overrides_hydra_composes_with_every_digit_kept():
 
 
 def test_a_study_refuses_another_space_or_another_config_around_it_naming_the_difference():
-    (lr,) = parse_space({"optimizer.lr": {"low": 0.001, "high": 0.1, "log": True}})
     attrs = {
-        "space": {"optimizer.lr": lr.as_dict()},
+        "space": stored(parse_space({"optimizer.lr": {"low": 0.001, "high": 0.1, "log": True}})),
         "config": {"trainer.max_epochs": 3, "data.batch_size": 256},
     }
     check_same_search("s", attrs, attrs["space"], dict(attrs["config"]))  # the same: fine
-    wider, seed = parse_space(
-        {"optimizer.lr": {"low": 0.001, "high": 0.5, "log": True}, "seed": {"choices": [1]}}
+    changed = stored(
+        parse_space({"optimizer.lr": {"low": 0.001, "high": 0.5, "log": True}, "seed": {"choices": [1]}})
     )
-    changed = {"optimizer.lr": wider.as_dict(), "seed": seed.as_dict()}
     with pytest.raises(ConfigError) as refused:
         check_same_search("s", attrs, changed, {"trainer.max_epochs": 3, "data.batch_size": 32})
     message = str(refused.value)

@@ -5,25 +5,28 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from digitpipe.tracking.registry import CHAMPION, mark_candidate, promote_if_better
+from digitpipe.tracking.model import register
+from digitpipe.tracking.registry import CHAMPION, promote_if_better
+from digitpipe.tracking.run import TrackedRun
+from digitpipe.tracking.store import Store
 
 MODEL = "mnist-convnet"
 
 
 @pytest.fixture
-def registry(sqlite_store):
-    """A real sqlite store with a registered model; register(run) adds a version made by a new run."""
+def registry(sqlite_store, tmp_path):
+    """A real sqlite store; register() adds a version of a new run's model, as a training does."""
     client = MlflowClient(sqlite_store)
-    experiment = client.create_experiment("registry")
+    experiment = client.create_experiment("registry", (tmp_path / "mlruns").as_uri())
     client.create_registered_model(MODEL)
 
-    def register() -> str:
-        run = client.create_run(experiment)
-        client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id)
-        mark_candidate(client, MODEL, run.info.run_id)
-        return run.info.run_id
+    def register_run() -> str:
+        run = TrackedRun(Store(sqlite_store, experiment), client.create_run(experiment).info.run_id)
+        logged = client.create_logged_model(experiment, source_run_id=run.run_id)
+        register(run, f"models:/{logged.model_id}", MODEL)
+        return run.run_id
 
-    return client, register
+    return client, register_run
 
 
 def champion(client) -> tuple[str, str]:
@@ -72,6 +75,16 @@ def test_a_champion_chosen_by_hand_is_judged_by_its_runs_test_accuracy(registry)
     client.log_metric(mine, "test/acc", 0.995)
     client.set_registered_model_alias(MODEL, CHAMPION, "1")  # set in the UI: no test/acc tag
     assert "stays a candidate" in promote_if_better(client, MODEL, theirs, 0.991)
+
+
+def test_a_run_is_registered_once_however_often_its_publishing_is_retried(registry, sqlite_store):
+    client, register_run = registry
+    run_id = register_run()
+    run = TrackedRun(Store(sqlite_store, client.get_run(run_id).info.experiment_id), run_id)
+    logged = client.create_logged_model(run.store.experiment_id, source_run_id=run_id)
+    register(run, f"models:/{logged.model_id}", MODEL)  # a rerun after a failure past registration
+    versions = client.search_model_versions(f"name = '{MODEL}'")
+    assert [(str(v.version), v.run_id, v.tags["status"]) for v in versions] == [("1", run_id, "candidate")]
 
 
 def test_a_run_that_registered_nothing_changes_nothing(registry):

@@ -1,13 +1,17 @@
-"""The deployable model into the run (an MLflow pyfunc: serving/pyfunc_model.py) and the registry.
+"""The deployable model (an MLflow pyfunc: serving/pyfunc_model.py) into the run, then the registry.
 
-Logged through the run's client, as mlflow.pyfunc.log_model logs one, but without the fluent API's
-process-wide tracking URI and active run: a LoggedModel of the run, its files, READY (or FAILED).
+MLflow's fluent API logs and registers through its process-wide tracking URI, and logs into the
+active run, which ends FINISHED when it is left: so the URI is set for the call and put back, and
+the model is initialized as the run's (mlflow.initialize_logged_model) instead of in an active run.
 """
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +19,37 @@ import pandas as pd
 import torch
 
 import digitpipe
+from digitpipe.environment import MLFLOW_TRACKING_URI
 from digitpipe.errors import DivergedError
 from digitpipe.models.checkpoint import non_finite_tensors
 from digitpipe.serving import model_code
 from digitpipe.serving.images import png_bytes
 from digitpipe.serving.network import PixelClassifier
 from digitpipe.serving.pyfunc_model import IMAGE, NETWORK, SIGNATURE
-from digitpipe.tracking.registry import mark_candidate, register_version
+from digitpipe.tracking.registry import CANDIDATE, STATUS_TAG, run_version
 from digitpipe.tracking.run import TrackedRun
 from digitpipe.tracking.store import store_failures
 
-MODEL_NAME = "model"  # the run's model, as the UI and models:/ URIs name it
+MODEL_NAME = "model"  # the run's model, as the UI names it
+
+
+@contextlib.contextmanager
+def fluent(uri: str) -> Iterator[None]:
+    """MLflow's fluent API on `uri` for a while, then the process as it was: the tracking URI and
+    $MLFLOW_TRACKING_URI (set_tracking_uri sets both), and sys.path (log_model loads the model to
+    check its input example, its code first on sys.path)."""
+    import mlflow
+
+    variable, path = os.environ.get(MLFLOW_TRACKING_URI), list(sys.path)
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None if before == variable else before)  # None: unset, the variable too
+        if variable is not None:
+            os.environ[MLFLOW_TRACKING_URI] = variable
+        sys.path[:] = path
 
 
 def export_network(model: PixelClassifier, example: np.ndarray, path: Path) -> None:
@@ -35,54 +59,39 @@ def export_network(model: PixelClassifier, example: np.ndarray, path: Path) -> N
     torch.export.save(program, str(path))
 
 
-def save_pyfunc(path: Path, network: Path, example: np.ndarray, mlflow_model) -> None:
-    """The MLflow model's files: the exported network, this package as its code, the signature."""
-    import mlflow
+def log_model(run: TrackedRun, model: PixelClassifier, example: np.ndarray) -> str:
+    """The model logged into the run (its files, READY, or FAILED); returns its models:/ URI. A model
+    with non-finite weights is never logged."""
     import mlflow.pyfunc
     import mlflow.pytorch
     import PIL
-
-    mlflow.pyfunc.save_model(
-        str(path), python_model=model_code.__file__, artifacts={NETWORK: str(network)},
-        code_paths=[str(Path(digitpipe.__file__).parent)], signature=SIGNATURE, mlflow_model=mlflow_model,
-        input_example=pd.DataFrame({IMAGE: [png_bytes(example[0])]}),
-        # pinned, not inferred: inferring imports the model in a subprocess, ~15 s per training
-        pip_requirements=[*mlflow.pytorch.get_default_pip_requirements(),
-                          f"mlflow=={mlflow.__version__}", f"pillow=={PIL.__version__}"],
-    )  # fmt: skip
-    for cache in path.rglob("__pycache__"):
-        shutil.rmtree(cache, ignore_errors=True)
-
-
-def log_model(
-    run: TrackedRun, model: PixelClassifier, example: np.ndarray, registered_name: str | None
-) -> str:
-    """Log the model into the run and register it if named; return its models:/ URI. A model with
-    non-finite weights is never logged."""
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-    from mlflow.models import Model
+    from mlflow.entities import LoggedModelOutput
 
     if bad := non_finite_tensors(model.state_dict()):
         raise DivergedError(f"refusing to log a model with non-finite weights ({', '.join(bad[:3])})")
-    client = run.client
-    with tempfile.TemporaryDirectory() as tmp, store_failures(run.store.uri, "logging the model"):
-        export_network(model, example, Path(tmp) / "network.pt2")
-        params = client.get_run(run.run_id).data.params  # a LoggedModel carries its run's params
-        logged = client.create_logged_model(
-            run.store.experiment_id, name=MODEL_NAME, source_run_id=run.run_id, params=params
-        )
-        try:
-            client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
-            files = Path(tmp) / MODEL_NAME
-            described = Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
-                              run_id=run.run_id, model_id=logged.model_id)  # fmt: skip
-            save_pyfunc(files, Path(tmp) / "network.pt2", example, described)
-            client.log_model_artifacts(logged.model_id, str(files))
-        except BaseException:
-            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
-            raise
-        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-        if registered_name:
-            register_version(client, registered_name, logged, run.run_id)
-            mark_candidate(client, registered_name, run.run_id)
-    return f"models:/{logged.model_id}"
+    uri, client = run.store.uri, run.client
+    with tempfile.TemporaryDirectory() as tmp, store_failures(uri, "logging the model"), fluent(uri):
+        export_network(model, example, network := Path(tmp) / "network.pt2")
+        logged = mlflow.initialize_logged_model(MODEL_NAME, source_run_id=run.run_id,
+                                                params=client.get_run(run.run_id).data.params,
+                                                experiment_id=run.store.experiment_id)  # fmt: skip
+        info = mlflow.pyfunc.log_model(
+            model_id=logged.model_id, python_model=model_code.__file__, artifacts={NETWORK: str(network)},
+            code_paths=[str(Path(digitpipe.__file__).parent)], signature=SIGNATURE,
+            input_example=pd.DataFrame({IMAGE: [png_bytes(example[0])]}),
+            # pinned, not inferred: inferring imports the model in a subprocess, ~15 s per training
+            pip_requirements=[*mlflow.pytorch.get_default_pip_requirements(),
+                              f"mlflow=={mlflow.__version__}", f"pillow=={PIL.__version__}"],
+        )  # fmt: skip
+        client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])  # the run's model
+    return info.model_uri
+
+
+def register(run: TrackedRun, model_uri: str, name: str) -> None:
+    """A version of `name` from the run's model, a candidate until evaluate decides; once per run
+    (an attempt of this run that failed after registering has made it)."""
+    import mlflow
+
+    with store_failures(run.store.uri, "registering the model"), fluent(run.store.uri):
+        if run_version(run.client, name, run.run_id) is None:
+            mlflow.register_model(model_uri, name, tags={STATUS_TAG: CANDIDATE})

@@ -8,7 +8,6 @@ the demoted version's status to anything but champion (docs/team.md).
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from digitpipe.metric_names import TEST_ACC
@@ -16,7 +15,7 @@ from digitpipe.metric_names import TEST_ACC
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-CHAMPION, EVALUATING = "champion", "evaluating"
+CANDIDATE, CHAMPION, EVALUATING = "candidate", "champion", "evaluating"
 MAX_SETTLE_ROUNDS = 20
 STATUS_TAG, ACCURACY_TAG = "status", TEST_ACC
 
@@ -98,7 +97,7 @@ def promote_if_better(client: MlflowClient, model_name: str, run_id: str, test_a
     champion, replaced = settle_champion(client, model_name)
     this = f"{model_name} version {mine} (test acc {test_acc:.4f})"
     if str(champion.version) != mine:
-        client.set_model_version_tag(model_name, mine, STATUS_TAG, "candidate")
+        client.set_model_version_tag(model_name, mine, STATUS_TAG, CANDIDATE)
         best = version_accuracy(client, champion)
         return f"{this} stays a candidate: @{CHAMPION} is version {champion.version} ({best:.4f})"
     client.set_model_version_tag(model_name, mine, STATUS_TAG, CHAMPION)
@@ -107,32 +106,3 @@ def promote_if_better(client: MlflowClient, model_name: str, run_id: str, test_a
     client.set_model_version_tag(model_name, replaced.version, STATUS_TAG, "former champion")
     best = version_accuracy(client, replaced)
     return f"{this} is now models:/{model_name}@{CHAMPION}, replacing version {replaced.version} ({best:.4f})"
-
-
-def mark_candidate(client: MlflowClient, model_name: str, run_id: str) -> None:
-    """Every version starts as a candidate; evaluate decides whether it becomes the champion."""
-    if (version := run_version(client, model_name, run_id)) is not None:
-        client.set_model_version_tag(model_name, version.version, STATUS_TAG, "candidate")
-
-
-def register_version(client: MlflowClient, model_name: str, logged, run_id: str):
-    """A new version of `model_name` from the run's LoggedModel `logged` (the registered model
-    created if this is its first), linked both ways as MLflow's own registration links them.
-
-    The source is the model's artifact location, not its models:/ URI: MLflow's database registry
-    looks a models:/ URI up through the process-wide tracking URI, not the client's (its TODO).
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
-
-    try:
-        client.create_registered_model(model_name)
-    except MlflowException as err:
-        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise  # (created meanwhile by a concurrent training is fine)
-    version = client.create_model_version(
-        model_name, source=logged.artifact_location, run_id=run_id, model_id=logged.model_id
-    )
-    link = [{"name": version.name, "version": version.version}]
-    client.set_logged_model_tags(logged.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(link)})
-    return version

@@ -35,8 +35,8 @@ def publish(
     outputs: Mapping[Path, bytes | None], lock: Path, record: Callable[[], None], retire: Path
 ) -> None:
     """Replace the outputs with these, as one set: written beside their targets first, then `record`
-    (the run marked FINISHED), the renames, and the run's checkpoint directory `retire` taken out of
-    reach of a resume, with SIGINT/SIGTERM held back until all are done.
+    (the model registered, the run marked FINISHED), the renames, and the run's checkpoint directory
+    `retire` taken out of reach of a resume, with SIGINT/SIGTERM held back until all are done.
 
     Concurrent trainings in one workspace publish one at a time; the last to finish wins, whole.
     Order the mapping so that the file naming the run comes last.

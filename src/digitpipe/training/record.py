@@ -1,5 +1,5 @@
 """A finished fit recorded: its checkpoints, model and diagnostics into the run, then the train
-stage's outputs replaced and the run marked FINISHED, together."""
+stage's outputs replaced, the model registered and the run marked FINISHED, together."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from digitpipe.metric_names import TRAIN_REPORT
 from digitpipe.paths import resolve
 from digitpipe.serving.network import pixel_classifier_from_checkpoint
 from digitpipe.tracking.metadata import run_name
-from digitpipe.tracking.model import log_model
+from digitpipe.tracking.model import log_model, register
 from digitpipe.tracking.run import TrackedRun
 from digitpipe.tracking.store import store_failures
 from digitpipe.train_outputs import BEST, LAST, run_record
@@ -45,9 +45,9 @@ def record(cfg: DictConfig, run: TrackedRun, run_dir: RunDir, result: FitResult)
         with store_failures(uri, "uploading the checkpoints"):
             for path in (run_dir.best, run_dir.last):
                 client.log_artifact(run.run_id, str(path), "checkpoints")
+    model_uri = None
     if cfg.mlflow.log_model:
-        model = pixel_classifier_from_checkpoint(result.best_checkpoint)
-        log_model(run, model, result.example, cfg.mlflow.registered_model_name)
+        model_uri = log_model(run, pixel_classifier_from_checkpoint(result.best_checkpoint), result.example)
     diagnostics = diagnostics_files(result.diagnostics, run_name(cfg)) if result.diagnostics else {}
     if diagnostics:
         with store_failures(uri, "uploading the diagnostics"):
@@ -67,6 +67,12 @@ def record(cfg: DictConfig, run: TrackedRun, run_dir: RunDir, result: FitResult)
         # last: it names the run the others belong to
         resolve(paths.run_info): run_record(run.run_id, run.store.experiment_id, best).encode(),
     }
+
+    def finish() -> None:  # registered only with its outputs staged, and just before FINISHED
+        if model_uri and cfg.mlflow.registered_model_name:
+            register(run, model_uri, cfg.mlflow.registered_model_name)
+        run.finish()
+
     with store_failures(uri, "marking the run FINISHED"):
-        publish(outputs, run_dir.path.parent / ".publish.lock", run.finish, retire=run_dir.path)
+        publish(outputs, run_dir.path.parent / ".publish.lock", finish, retire=run_dir.path)
     return TrainResult(run.run_id, str(model_dir / BEST), result.metrics, run.resumed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
@@ -71,78 +70,35 @@ def quiet_libraries() -> None:
             logger.addFilter(_Without(text))
 
 
-def check_group_choices(args: list[str], config_dir: Path) -> None:
-    """Reject an unknown config-group choice (optimizer=adagrad) in one line naming the valid ones.
-
-    Hydra would also refuse it, but over a dozen lines of search-path details.
-    """
-    parser = OverridesParser.create()
-    for arg in args:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        try:
-            override = parser.parse_override(arg)
-        except Exception:  # a syntax error: Hydra reports those itself
-            continue
-        group = config_dir / override.key_or_group
-        if not group.is_dir():
-            continue
-        choices = sorted(p.stem for p in group.glob("*.yaml"))
-        sweep = override.is_sweep_override()
-        values = list(override.sweep_string_iterator()) if sweep else [override.value()]
-        for value in values:
-            if value is not None and str(value) not in (*choices, "null"):
-                key, valid = override.key_or_group, ", ".join(choices)
-                raise ConfigError(f"{key}={value} is not a known choice; choose one of: {valid}")
-
-
-def check_known_keys(args: list[str], config_dir: Path, config_name: str) -> None:
-    """Reject an override of a key the config does not have (`foo=1`, `optimizer.learning_rate=0.1`)
-    in one line naming the nearest known keys and the `+key=value` that adds a new one.
-
-    Hydra would also refuse it, in seven lines ending "Set the environment variable HYDRA_FULL_ERROR".
-    The config is composed with the command line's group choices (optimizer=adam has its own keys).
-    """
+def check_overrides(args: list[str], config_dir: Path, config_name: str) -> None:
+    """Compose the command line's overrides (a sweep's once per value) before Hydra starts, so that an
+    unknown key, group choice or bad syntax stops it in Hydra's own words on one line (exit 2), with
+    no run directory: Hydra itself prints them over several lines and exits 1."""
     if option(args, "-cn", "--config-name") or option(args, "-cd", "--config-dir"):
-        return  # a DVC stage (-cn stage, -cn stage_config): DVC passes no key overrides
-    parser = OverridesParser.create()
-    groups, keys = [], []
-    for arg in args:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        try:
-            override = parser.parse_override(arg)
-        except Exception:  # a syntax error: Hydra reports those itself
-            continue
-        name = override.key_or_group
-        if override.package is not None or name.startswith("hydra.") or not name[:1].isalpha():
-            continue
-        sweep = override.is_sweep_override()
-        if (config_dir / name).is_dir():
-            first = next(override.sweep_string_iterator()) if sweep else override.get_value_element_as_str()
-            groups.append(f"{name}={first}")
-        elif override.type.name == "CHANGE":  # not +key (add), ++key (force) or ~key (delete)
-            keys.append(name)
-    if not keys:
-        return
-    composed = compose_flat_keys(config_dir, config_name, groups)
-    for key in keys:
-        if key not in composed:
-            near = difflib.get_close_matches(key, composed, n=3, cutoff=0.6)
-            hint = f"the nearest known keys: {', '.join(near)}" if near else "--cfg job prints every key"
-            raise ConfigError(f"{key} is not a config key ({hint}); to add a new key, write +{key}=...")
+        return  # a DVC stage (-cn stage, -cn stage_config): DVC passes no overrides
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    given = [arg for arg in args if "=" in arg and not arg.startswith("-") and not arg.startswith("hydra")]
+    try:
+        choices = [each_value(o) for o in OverridesParser.create().parse_overrides(given)]
+        first = [values[0] for values in choices if values]
+        for i, values in enumerate(v for v in choices if v):
+            for value in values[1:] or values:  # a sweep: each value once, with the others' first
+                composed(config_dir, config_name, [*first[:i], value, *first[i + 1 :]], resolve=False)
+    except (HydraException, OmegaConfBaseException) as err:
+        text = str(err).split("\nConfig search path:")[0].replace(":\n\t", ": ").replace("\n\t", ", ")
+        raise ConfigError(" ".join(text.split())) from None
 
 
-def compose_flat_keys(config_dir: Path, config_name: str, overrides: list[str]) -> list[str]:
-    """Every dotted key (and every key that holds others) of the composed config."""
-    config = composed(config_dir, config_name, overrides, resolve=False)
-
-    def walk(node: Any, prefix: str) -> list[str]:
-        if not isinstance(node, dict):
-            return []
-        return [k for key, value in node.items() for k in (f"{prefix}{key}", *walk(value, f"{prefix}{key}."))]
-
-    return walk(config, "")
+def each_value(override: Any) -> list[str]:
+    """`key=value` once per value of a sweep (none for an interval, which only a sweeper samples)."""
+    if not override.is_sweep_override():
+        return [override.input_line]
+    try:
+        return [f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()]
+    except Exception:
+        return []
 
 
 def option(args: list[str], short: str, long: str) -> str | None:
@@ -183,45 +139,33 @@ def stage_config(project: Path) -> dict:
 
 
 def write_stage_config(project: Path) -> Path:
-    """The pipeline's first stage: refuse a params.yaml that conf/'s knobs no longer compose to
-    (outside a DVC experiment), then write the whole config the later stages run, resolved, to
-    paths.stage_config. They depend on that file, so they rerun when a value changes, and a comment
-    or an unused file under conf/ reruns nothing."""
-    if not os.environ.get(DVC_EXP_NAME):
-        check_knobs_current(Path(os.path.relpath(project)) / "params.yaml", project / "conf")
+    """The pipeline's first stage: write the whole config the later stages run, resolved, to
+    paths.stage_config (they depend on it: they rerun when a value changes, and a comment or an unused
+    file under conf/ reruns nothing), after checking that params.yaml's knobs are not stale.
+
+    `dvc repro` runs on params.yaml, which `dvc exp run` composes from conf/ (and its -S): knobs that
+    differ from conf/'s are an experiment's, or an edit of params.yaml, and run as they are, unless
+    conf/'s knobs changed since params.yaml was composed (paths.conf_knobs records what they were):
+    then one line names the keys and the command that composes them."""
+    if not (project / "params.yaml").is_file():
+        raise ConfigError("params.yaml is missing: run `dvc exp run` (it composes conf/'s knobs into it)")
     config = stage_config(project)
+    params, record = project / "params.yaml", project / config["paths"]["conf_knobs"]
+    knobs, now = yaml.safe_load(params.read_text()), composed(project / "conf", KNOBS_CONFIG)
+    recorded = yaml.safe_load(record.read_text()) if record.is_file() else knobs
+    if not os.environ.get(DVC_EXP_NAME) and knobs != now and recorded != now:
+        changed = differing_keys(recorded, now)
+        shown = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changed[:3])
+        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise ConfigError(
+            f"conf/ changed knobs since params.yaml was composed from it: {shown}{more}. `dvc repro` runs "
+            "on params.yaml, and `dvc exp run` composes it: run `dvc exp run` to train what conf/ says"
+        )
     target = project / config["paths"]["stage_config"]
     target.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(record, yaml.safe_dump(now, sort_keys=False))
     atomic.write_text(target, yaml.safe_dump(config, sort_keys=False))
     return target
-
-
-def check_params_current(args: list[str], config_dir: Path) -> None:
-    """A stage run on params.yaml's knobs (`-cn stage`, what dvc.yaml's commands do) outside a DVC
-    experiment must find there the knobs conf/ composes to: `dvc repro` reads params.yaml, which only
-    `dvc exp run` rewrites, so an edited knob or a finished experiment's values would otherwise
-    train silently."""
-    if option(args, "-cn", "--config-name") != STAGE_CONFIG or os.environ.get(DVC_EXP_NAME):
-        return
-    check_knobs_current(Path(option(args, "-cd", "--config-dir") or ".") / "params.yaml", config_dir)
-
-
-def check_knobs_current(params: Path, config_dir: Path) -> None:
-    """`params` holds the knobs conf/ composes to (as `dvc exp run` writes them), or one line says
-    which keys differ and what to run."""
-    if not params.is_file():
-        raise ConfigError(f"{params} is missing: run `dvc exp run` (it composes the knobs of conf/ into it)")
-    found = yaml.safe_load(params.read_text())
-    differences = differing_keys(found, composed(config_dir, KNOBS_CONFIG))
-    if not differences:
-        return
-    shown = ", ".join(f"{key}={old!r} where conf/ has {new!r}" for key, old, new in differences[:3])
-    more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
-    raise ConfigError(
-        f"{params} is not what conf/ composes to: {shown}{more}. `dvc repro` runs on params.yaml and "
-        "only `dvc exp run` rewrites it from conf/: run `dvc exp run` to train what conf/ says, or "
-        "`git checkout params.yaml` to drop a finished experiment's values"
-    )
 
 
 def preflight(config_dir: Path, config_name: str = "config") -> None:
@@ -230,9 +174,7 @@ def preflight(config_dir: Path, config_name: str = "config") -> None:
     an environment variable turns off)."""
     quiet_libraries()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    exit_on_user_error(check_group_choices)(sys.argv[1:], config_dir)
-    exit_on_user_error(check_known_keys)(sys.argv[1:], config_dir, config_name)
-    exit_on_user_error(check_params_current)(sys.argv[1:], config_dir)
+    exit_on_user_error(check_overrides)(sys.argv[1:], config_dir, config_name)
 
 
 def log_lightning_once() -> None:

@@ -2,7 +2,8 @@
 conf/ composes to something the pipeline did not run. An edited knob (params.yaml holds the knobs,
 which only `dvc exp run` recomposes) stops it in one line naming the keys and `dvc exp run`, and
 trains nothing; an edited setting that is not a knob trains with its new value; a comment reruns
-nothing; `dvc repro` on an untouched conf/ is as before."""
+nothing; `dvc repro` on an untouched conf/ is as before. After `dvc exp run -S`, whose knobs
+params.yaml holds, `dvc repro` runs them: it never refuses an experiment."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ..conftest import copy_project, run_cli, write_mirror
 
@@ -63,13 +65,13 @@ def restore(project: Path, reproduced: Path, env: dict) -> None:
 
 
 EDITS = {
-    "an edited value": ("knobs/default.yaml", "seed: 42", "seed: 43", "seed=42 where conf/ has 43"),
+    "an edited value": ("knobs/default.yaml", "seed: 42", "seed: 43", "seed 42 -> 43"),
     "a new key": ("model/convnet.yaml", "activation: relu", "activation: relu\ndropout: 0.25",
-                  "model.dropout=None where conf/ has 0.25"),
+                  "model.dropout None -> 0.25"),
     "a changed group default": ("knobs/default.yaml", "  - /optimizer: rmsprop", "  - /optimizer: adam",
-                                "optimizer._target_='torch.optim.RMSprop' where conf/ has 'torch.optim.Adam"),
+                                "optimizer._target_ 'torch.optim.RMSprop' -> 'torch.optim.Adam'"),
     "an edit under conf/experiment/": ("experiment/fast.yaml", "lr: 0.005", "lr: 0.002",
-                                       "optimizer.lr=0.005 where conf/ has 0.002"),
+                                       "optimizer.lr 0.005 -> 0.002"),
 }  # fmt: skip
 
 
@@ -88,7 +90,10 @@ def test_dvc_repro_after_a_knob_is_edited_under_conf_stops_naming_the_keys_and_t
     assert result.returncode != 0 and UP_TO_DATE not in result.stdout, result.stdout
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert line.startswith("error: params.yaml is not what conf/ composes to: ") and named in line, line
+    assert (
+        line.startswith("error: conf/ changed knobs since params.yaml was composed from it: ")
+        and named in line
+    ), line
     assert "run `dvc exp run` to train what conf/ says" in line
     assert "failed to reproduce 'check_conf'" in result.stderr
     assert model_digest(project) == before  # nothing trained
@@ -127,10 +132,31 @@ def test_a_comment_or_an_unused_file_edited_passes_the_check_and_reruns_nothing_
         result = run_cli(["dvc", "repro"], cwd=project, env=env)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert "Running stage 'check_conf'" in result.stdout
-        assert "params.yaml holds the knobs conf/ composes to" in result.stdout
+        assert "the stages run reports/stage_config.yaml" in result.stdout
         for stage in ("download", "preprocess", "train", "evaluate"):
             assert f"Running stage '{stage}'" not in result.stdout, result.stdout
         assert model_digest(project) == before
         assert UP_TO_DATE in run_cli(["dvc", "repro"], cwd=project, env=env).stdout
     finally:
         restore(project, reproduced, env)
+
+
+def test_after_dvc_exp_run_dvc_repro_runs_the_experiments_knobs_and_never_refuses(project, tmp_path):
+    """The workspace holds the experiment (`dvc exp run` applies it, as DVC does); then an edit of a
+    setting that is not a knob makes stages rerun: with the experiment's knobs, not a refusal."""
+    original, env, _ = project
+    project = tmp_path / "project"
+    shutil.copytree(original, project, symlinks=True)  # its own copy: the module's project stays as it is
+    exp = run_cli(
+        ["dvc", "exp", "run", "-S", "optimizer=adam", "-S", "optimizer.lr=0.003"], cwd=project, env=env
+    )
+    assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-2000:]
+    assert UP_TO_DATE in run_cli(["dvc", "repro"], cwd=project, env=env).stdout
+    edit(project / "conf" / "tiny.yaml", "eval_batch_size: 100", "eval_batch_size: 50")  # tiny data's
+    result = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Running stage 'evaluate'" in result.stdout and "error:" not in result.stderr, result.stderr
+    config = yaml.safe_load((project / "reports" / "stage_config.yaml").read_text())
+    assert config["optimizer"]["_target_"] == "torch.optim.Adam" and config["optimizer"]["lr"] == 0.003
+    assert config["data"]["eval_batch_size"] == 50
+    assert UP_TO_DATE in run_cli(["dvc", "status"], cwd=project, env=env).stdout

@@ -48,6 +48,6 @@ def test_dvc_repro_on_a_params_yaml_that_conf_no_longer_composes_to_stops_in_one
     result = run_cli(["dvc", "repro"], cwd=project, env=env)
     assert result.returncode != 0
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "model.activation='relu' where conf/ has 'sigmoid'" in line and "run `dvc exp run`" in line
+    assert "model.activation 'relu' -> 'sigmoid'" in line and "run `dvc exp run`" in line
     assert "Traceback" not in result.stderr
     assert not (project / "data" / "raw").exists() and not (project / "models").exists()  # nothing ran

@@ -8,8 +8,9 @@ import yaml
 from ..conftest import ROOT
 
 PATHS = yaml.safe_load((ROOT / "conf" / "paths" / "default.yaml").read_text())
-STAGE_FILES = {"stage_config", "raw_dir", "dataset", "stats", "model_dir", "run_info", "train_metrics",
-               "history", "metrics", "per_class", "predictions", "confusion_png"}  # fmt: skip
+STAGE_FILES = {"stage_config", "conf_knobs", "raw_dir", "dataset", "stats", "model_dir", "run_info",
+               "train_metrics", "history", "metrics", "per_class", "predictions",
+               "confusion_png"}  # fmt: skip
 
 
 def declared(dvc_yaml) -> set[str]:

@@ -1,19 +1,24 @@
+import re
+
 import pytest
 import torch
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import nn
 
 from digitpipe.errors import ConfigError
+from digitpipe.models.classifier import DigitClassifier
 from digitpipe.models.convnet import ACTIVATIONS, build_convnet
-from digitpipe.models.summary import model_summary, summarize
 
 SEED_LAYER_PARAMS = [320, 0, 18_496, 0, 36_928, 0, 36_928, 650]
 
 
-def test_layers_have_the_seed_parameter_counts():
-    rows = summarize(build_convnet("relu", 0.1, 10, "glorot", 28), (1, 28, 28))
-    assert [r.params for r in rows] == SEED_LAYER_PARAMS
-    assert [r.output_shape for r in rows] == [
-        (32, 26, 26), (32, 13, 13), (64, 11, 11), (64, 5, 5), (64, 3, 3), (576,), (64,), (10,)
+def test_layers_have_the_seed_parameter_counts_and_output_sizes():
+    summary = ModelSummary(DigitClassifier("relu", 0.1, 10, 28, "glorot"), max_depth=2)
+    layers = zip(summary.layer_names, summary.param_nums, summary.out_sizes, strict=True)
+    rows = [(params, out[1:]) for name, params, out in layers if re.fullmatch(r"net\.(?!act)\w+", name)]
+    assert [params for params, _ in rows] == SEED_LAYER_PARAMS
+    assert [out for _, out in rows] == [
+        [32, 26, 26], [32, 13, 13], [64, 11, 11], [64, 5, 5], [64, 3, 3], [576], [64], [10]
     ]  # fmt: skip
 
 
@@ -23,10 +28,10 @@ def test_the_network_has_93322_parameters_and_returns_logits():
     assert net(torch.rand(4, 1, 28, 28)).shape == (4, 10)
 
 
-def test_summary_prints_layers_activations_and_totals():
-    text = model_summary(build_convnet("sigmoid", 0.1, 10, "glorot", 28), (1, 28, 28))
-    assert "conv1 (Conv2d)     Sigmoid" in text
-    assert "Total params: 93,322" in text and "Non-trainable params: 0" in text
+def test_the_summary_prints_each_layer_with_its_in_and_out_sizes_and_the_totals():
+    text = DigitClassifier("sigmoid", 0.1, 10, 28, "glorot").summary()
+    assert re.search(r"net\.act1 +\| Sigmoid +\| 0 .*\| \[1, 32, 26, 26\] +\| \[1, 32, 26, 26\]", text), text
+    assert "93.3 K    Total params" in text and "0         Non-trainable params" in text
 
 
 EXPECTED_TYPES = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,

@@ -74,5 +74,7 @@ class DigitsDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, torch.Tensor):  # the model's example_input_array, in Lightning's summary
+            return batch
         images, labels = batch
         return scale_images(images), labels

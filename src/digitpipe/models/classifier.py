@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -21,7 +22,6 @@ from torchmetrics.classification import MulticlassAccuracy
 from digitpipe.metric_names import LR, SPLITS, TRAIN_LOSS_STEP, metric
 from digitpipe.models.convnet import build_convnet
 from digitpipe.models.standardize import Standardize
-from digitpipe.models.summary import model_summary
 
 HPARAMS = ("activation", "negative_slope", "num_classes", "image_size", "init", "standardize")
 
@@ -53,6 +53,7 @@ class DigitClassifier(L.LightningModule):
         self.standardize = Standardize() if standardize else nn.Identity()
         self.net = build_convnet(activation, negative_slope, num_classes, init, image_size)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.example_input_array = torch.zeros(1, 1, image_size, image_size)  # the summary's in/out sizes
         # torchmetrics reduce across DDP ranks; attributes, as "train" is taken. The accuracy's input
         # checks are off (a host sync per step on a GPU; the labels are checked when loaded). The
         # mean keeps its NaN check: torchmetrics 1.9's nan_strategy="disable" drops the weights
@@ -70,7 +71,8 @@ class DigitClassifier(L.LightningModule):
         return self.net(self.standardize(images))
 
     def summary(self) -> str:
-        return model_summary(self.net, (1, self.hparams.image_size, self.hparams.image_size))
+        """Lightning's: each layer's type, parameters, FLOPs, in and out sizes, and the totals."""
+        return str(ModelSummary(self, max_depth=2))
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         images, labels = batch

@@ -112,7 +112,5 @@ class DigitModel(PythonModel):
             pixels = [row_pixels(row, i) for i, (_, row) in enumerate(model_input.iterrows())]
         except DataError as err:  # the client's mistake: a 400 with the message, not a 500
             raise MlflowException(str(err), INVALID_PARAMETER_VALUE) from err
-        if not pixels:  # no rows, no answers
-            return pd.DataFrame({"digit": [], "probability": [], "probabilities": []})
-        with torch.no_grad():
-            return answers(self.network(torch.stack(pixels)))
+        with torch.no_grad():  # no rows, no answers
+            return answers(self.network(torch.stack(pixels)) if pixels else torch.empty(0, 1))

@@ -1,9 +1,6 @@
-"""The deployable model (an MLflow pyfunc: serving/pyfunc_model.py) into the run, then the registry.
-
-MLflow's fluent API logs and registers through its process-wide tracking URI, and logs into the
-active run, which ends FINISHED when it is left: so the URI is set for the call and put back, and
-the model is initialized as the run's (mlflow.initialize_logged_model) instead of in an active run.
-"""
+"""The deployable model (an MLflow pyfunc: serving/pyfunc_model.py) into the run, then the registry,
+by MLflow's fluent API: on the run's store for the call only, and into the run without making it
+the active run (which would end FINISHED when left)."""
 
 from __future__ import annotations
 
@@ -30,8 +27,6 @@ from digitpipe.tracking.registry import CANDIDATE, STATUS_TAG, run_version
 from digitpipe.tracking.run import TrackedRun
 from digitpipe.tracking.store import store_failures
 
-MODEL_NAME = "model"  # the run's model, as the UI names it
-
 
 @contextlib.contextmanager
 def fluent(uri: str) -> Iterator[None]:
@@ -52,13 +47,6 @@ def fluent(uri: str) -> Iterator[None]:
         sys.path[:] = path
 
 
-def export_network(model: PixelClassifier, example: np.ndarray, path: Path) -> None:
-    """The network as a torch.export program with any batch size (loadable without this code)."""
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    program = torch.export.export(model.eval(), (torch.as_tensor(example),), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
-
-
 def log_model(run: TrackedRun, model: PixelClassifier, example: np.ndarray) -> str:
     """The model logged into the run (its files, READY, or FAILED); returns its models:/ URI. A model
     with non-finite weights is never logged."""
@@ -71,8 +59,10 @@ def log_model(run: TrackedRun, model: PixelClassifier, example: np.ndarray) -> s
         raise DivergedError(f"refusing to log a model with non-finite weights ({', '.join(bad[:3])})")
     uri, client = run.store.uri, run.client
     with tempfile.TemporaryDirectory() as tmp, store_failures(uri, "logging the model"), fluent(uri):
-        export_network(model, example, network := Path(tmp) / "network.pt2")
-        logged = mlflow.initialize_logged_model(MODEL_NAME, source_run_id=run.run_id,
+        network, batch = Path(tmp) / "network.pt2", torch.export.Dim("batch", min=1, max=1 << 20)
+        program = torch.export.export(model.eval(), (torch.as_tensor(example),), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(network))  # any batch size, loadable without this code
+        logged = mlflow.initialize_logged_model("model", source_run_id=run.run_id,
                                                 params=client.get_run(run.run_id).data.params,
                                                 experiment_id=run.store.experiment_id)  # fmt: skip
         info = mlflow.pyfunc.log_model(

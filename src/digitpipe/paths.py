@@ -15,26 +15,19 @@ def workspace_root(start: str | os.PathLike | None = None) -> Path:
     return here
 
 
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The user's project directory (the DVC repository holding the workspace), also from a
-    pipeline in a subdirectory (pipelines/<study>/, a DVC project of its own inside the main one)
-    and from DVC's experiment copies.
-
-    DVC runs `dvc exp run --temp` and queued experiments in <project>/.dvc/tmp/exps/<tmp>,
-    a throwaway copy; anything that must outlive the run (the MLflow store) belongs above it.
-    Of nested DVC projects in one git repository, the outermost is the project.
-    """
-    workspace = workspace_root(start)
-    parts = workspace.parts
-    if ".dvc" in parts:
-        return Path(*parts[: parts.index(".dvc")])
+def project_root() -> Path:
+    """The user's project, where the MLflow store belongs: the outermost DVC project of the git
+    repository around the workspace, also from a pipeline in pipelines/<name>/ (a DVC project of its
+    own inside it). DVC names the workspace's DVC project in DVC_ROOT, also for `dvc exp run --temp`
+    and queued runs, whose stages run in a throwaway copy under <that project>/.dvc/tmp/exps/."""
+    here = Path(os.environ.get("DVC_ROOT") or workspace_root()).resolve()
     nearest = outermost = None
-    for directory in (workspace, *workspace.parents):
+    for directory in (here, *here.parents):
         if (directory / ".dvc").is_dir():
             nearest, outermost = nearest or directory, directory
         if (directory / ".git").exists():
-            return outermost or workspace
-    return nearest or workspace  # no git repository: the nearest DVC project
+            return outermost or here
+    return nearest or here  # no git repository: the nearest DVC project
 
 
 def resolve(path: str | os.PathLike, root: Path | None = None) -> Path:

@@ -8,20 +8,27 @@ def test_workspace_is_the_nearest_directory_with_dvc_yaml(tmp_path):
     assert workspace_root(tmp_path / "src" / "deep") == tmp_path
 
 
-def test_a_dvc_temp_experiment_copy_maps_back_to_the_project(tmp_path):
-    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpab12"
-    copy.mkdir(parents=True)
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    (copy / "dvc.yaml").write_text("stages: {}\n")
-    assert workspace_root(copy) == copy
-    assert project_root(copy) == tmp_path
+def dvc_git_project(directory):
+    for name in (".dvc", ".git"):
+        (directory / name).mkdir(parents=True)
+    (directory / "dvc.yaml").write_text("stages: {}\n")
+    return directory
+
+
+def test_a_dvc_temp_experiment_copy_maps_back_to_the_project_dvc_names(tmp_path, monkeypatch):
+    """`dvc exp run --temp` and queued runs run in a git clone under .dvc/tmp/exps/, with DVC_ROOT
+    naming the workspace's DVC project."""
+    copy = dvc_git_project(dvc_git_project(tmp_path) / ".dvc" / "tmp" / "exps" / "tmpab12")
+    monkeypatch.chdir(copy)
+    assert workspace_root() == copy
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert project_root() == tmp_path
 
 
 def test_mlflow_defaults_to_sqlite_in_the_project_root_even_from_a_temp_copy(tmp_path, monkeypatch):
-    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpab12"
-    copy.mkdir(parents=True)
-    (copy / "dvc.yaml").write_text("stages: {}\n")
+    copy = dvc_git_project(dvc_git_project(tmp_path) / ".dvc" / "tmp" / "exps" / "tmpab12")
     monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     assert tracking_uri(None, env={}) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert artifact_location(tracking_uri(None, env={})) == (tmp_path / "mlruns").as_uri()
 
@@ -43,23 +50,26 @@ def test_a_pipeline_in_a_subdirectory_records_into_the_projects_store(tmp_path, 
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     (study / "dvc.yaml").write_text("stages: {}\n")
-    assert workspace_root(study) == study  # its paths are its own
-    assert project_root(study) == tmp_path  # its runs go where `mlflow ui` in the project looks
     monkeypatch.chdir(study)
+    assert workspace_root() == study  # its paths are its own
+    assert project_root() == tmp_path  # its runs go where `mlflow ui` in the project looks
     assert tracking_uri(None, env={}) == f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def test_a_sub_pipeline_that_is_a_dvc_project_of_its_own_records_into_the_outer_projects_store(tmp_path):
-    """pipelines/<name>/ has its own .dvc/ (so the main `dvc exp show` leaves it out): the project is
-    the outermost DVC project of the git repository, for the study and for its --temp copies."""
-    study = tmp_path / "pipelines" / "study"
+def test_a_sub_pipeline_that_is_a_dvc_project_of_its_own_records_into_the_outer_projects_store(
+    tmp_path, monkeypatch
+):
+    """pipelines/<name>/ has its own .dvc/ (so the main `dvc exp show` has none of its columns): the
+    project is the outermost DVC project of the git repository, for the study and for the copy DVC
+    runs it in for `exp run --temp` (<study>/.dvc/tmp/exps/<tmp>/, a clone of the whole repository)."""
+    study = dvc_git_project(tmp_path) / "pipelines" / "study"
     (study / ".dvc").mkdir(parents=True)
-    (tmp_path / ".dvc").mkdir()
-    (tmp_path / ".git").mkdir()
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     (study / "dvc.yaml").write_text("stages: {}\n")
-    assert project_root(study) == tmp_path  # was the study's folder: its runs in a store nobody opens
-    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpab12" / "pipelines" / "study"
+    monkeypatch.chdir(study)
+    assert project_root() == tmp_path  # was the study's folder: its runs in a store nobody opens
+    monkeypatch.setenv("DVC_ROOT", str(study))  # as in every stage DVC runs
+    assert project_root() == tmp_path
+    copy = dvc_git_project(study / ".dvc" / "tmp" / "exps" / "tmpab12") / "pipelines" / "study"
     (copy / ".dvc").mkdir(parents=True)
-    (copy / "dvc.yaml").write_text("stages: {}\n")
-    assert project_root(copy) == tmp_path
+    monkeypatch.chdir(copy)
+    assert project_root() == tmp_path  # was <study>: the copy's path up to its first .dvc

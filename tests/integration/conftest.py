@@ -1,8 +1,50 @@
 """Fixtures the integration tests share."""
 
+import shutil
+import sqlite3
+from pathlib import Path
+
 import pytest
 
+from ..conftest import copy_project, run_cli, write_mirror
 from .workspace import Workspace, new_workspace
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, tiny) -> tuple[Path, dict[str, str]]:
+    """One project per test process on which `dvc repro` ran once, on tiny data, and its environment
+    (MNIST_MIRROR): read it, or take a copy_of it to change anything."""
+    base = tmp_path_factory.mktemp("built")
+    project = copy_project(base / "project")
+    tiny.shrink(project)
+    env = {"MNIST_MIRROR": str(write_mirror(base / "mirror", tiny.raw))}
+    result = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return project, env
+
+
+def copy_of(project: Path, dest: Path) -> Path:
+    """A copy of a project that shares nothing with it: git, DVC's cache, the outputs, and an MLflow
+    store whose runs and models point at the copy's own artifacts (MLflow records absolute paths)."""
+    shutil.copytree(project, dest, symlinks=True)
+    if (dest / "mlflow.db").is_file():
+        with sqlite3.connect(dest / "mlflow.db") as db:
+            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                        name = column[1]
+                        db.execute(
+                            f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?)',
+                            (str(project), str(dest)),
+                        )
+    return dest
+
+
+@pytest.fixture
+def built_copy(built, tmp_path) -> tuple[Path, dict[str, str]]:
+    """A copy of the built project for one test to change."""
+    project, env = built
+    return copy_of(project, tmp_path / "project"), env
 
 
 @pytest.fixture

@@ -2,50 +2,23 @@
 conf/ composes to something the pipeline did not run. An edited knob (params.yaml holds the knobs,
 which only `dvc exp run` recomposes) stops it in one line naming the keys and `dvc exp run`, and
 trains nothing; an edited setting that is not a knob trains with its new value; a comment reruns
-nothing; `dvc repro` on an untouched conf/ is as before. After `dvc exp run -S`, whose knobs
-params.yaml holds, `dvc repro` runs them: it never refuses an experiment."""
+nothing. After `dvc exp run -S`, whose knobs params.yaml holds, `dvc repro` runs them: it never
+refuses an experiment. Each test edits its own copy of the session's built project."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ..conftest import copy_project, run_cli, write_mirror
+from ..conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
 UP_TO_DATE = "Data and pipelines are up to date."
-
-
-def reproduced(tmp_path_factory, tiny, name: str, experiment: str | None):
-    """A project (with `experiment` picked in conf/knobs/default.yaml) on which `dvc repro` ran once."""
-    base = tmp_path_factory.mktemp(name)
-    project = copy_project(base / "project")
-    if experiment:
-        knobs = project / "conf" / "knobs" / "default.yaml"
-        knobs.write_text(knobs.read_text().replace("  - /experiment: null", f"  - /experiment: {experiment}"))
-    tiny.shrink(project)
-    env = {"MNIST_MIRROR": str(write_mirror(base / "mirror", tiny.raw))}
-    first = run_cli(["dvc", "repro"], cwd=project, env=env)
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    shutil.copytree(project / "conf", base / "conf-as-reproduced")
-    return project, env, base / "conf-as-reproduced"
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny):
-    return reproduced(tmp_path_factory, tiny, "conf-edits", None)
-
-
-@pytest.fixture(scope="module")
-def fast_project(tmp_path_factory, tiny):
-    """One that picked the fast recipe (conf/experiment/fast.yaml)."""
-    return reproduced(tmp_path_factory, tiny, "conf-edits-fast", "fast")
 
 
 def model_digest(project: Path) -> str:
@@ -58,10 +31,10 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def restore(project: Path, reproduced: Path, env: dict) -> None:
-    shutil.rmtree(project / "conf")
-    shutil.copytree(reproduced, project / "conf")
-    run_cli(["dvc", "repro", "check_conf"], cwd=project, env=env)  # the lock as reproduced again
+def exp_run(project: Path, env: dict, *overrides: str) -> None:
+    sets = [arg for override in overrides for arg in ("-S", override)]
+    result = run_cli(["dvc", "exp", "run", *sets], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 EDITS = {
@@ -76,81 +49,67 @@ EDITS = {
 
 
 @pytest.mark.parametrize("case", EDITS)
-def test_dvc_repro_after_a_knob_is_edited_under_conf_stops_naming_the_keys_and_trains_nothing(request, case):
+def test_dvc_repro_after_a_knob_is_edited_under_conf_stops_naming_the_keys_and_trains_nothing(
+    built_copy, case
+):
+    project, env = built_copy
     name, old, new, named = EDITS[case]
-    fixture = "fast_project" if name.startswith("experiment/") else "project"
-    project, env, reproduced = request.getfixturevalue(fixture)
+    if name.startswith("experiment/"):  # the recipe picked in conf/, composed into params.yaml
+        edit(project / "conf" / "knobs" / "default.yaml", "  - /experiment: null", "  - /experiment: fast")
+        exp_run(project, env)
     before = model_digest(project)
     edit(project / "conf" / name, old, new)
-    try:
-        result = run_cli(["dvc", "repro"], cwd=project, env=env)
-    finally:
-        shutil.rmtree(project / "conf")
-        shutil.copytree(reproduced, project / "conf")
+    result = run_cli(["dvc", "repro"], cwd=project, env=env)
     assert result.returncode != 0 and UP_TO_DATE not in result.stdout, result.stdout
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert (
-        line.startswith("error: conf/ changed knobs since params.yaml was composed from it: ")
-        and named in line
-    ), line
-    assert "run `dvc exp run` to train what conf/ says" in line
+    assert line.startswith("error: conf/ changed knobs since params.yaml was composed from it: "), line
+    assert named in line and "run `dvc exp run` to train what conf/ says" in line, line
     assert "failed to reproduce 'check_conf'" in result.stderr
     assert model_digest(project) == before  # nothing trained
-    again = run_cli(["dvc", "repro"], cwd=project, env=env)  # conf/ as it was: as before the edit
-    assert again.returncode == 0 and UP_TO_DATE in again.stdout, again.stdout[-2000:]
+    edit(project / "conf" / name, new, old)  # conf/ as it was: as before the edit
+    again = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert again.returncode == 0 and "Running stage 'train'" not in again.stdout, again.stdout[-2000:]
 
 
-def test_an_edited_setting_that_is_not_a_knob_trains_with_its_new_value(project):
+def test_an_edited_setting_that_is_not_a_knob_trains_with_its_new_value(built_copy):
     """Not in params.yaml (nor in `dvc exp show`): check_conf passes and writes it into the stages'
     config, which train and evaluate depend on, so they rerun with it; the data stages do not."""
-    project, env, reproduced = project
+    project, env = built_copy
     before = model_digest(project)
     edit(project / "conf" / "config.yaml", '  - diagnostics: "off"', '  - diagnostics: "on"')
-    try:
-        result = run_cli(["dvc", "repro"], cwd=project, env=env)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        for stage in ("check_conf", "train", "evaluate"):
-            assert f"Running stage '{stage}'" in result.stdout, result.stdout
-        for stage in ("download", "preprocess"):
-            assert f"Running stage '{stage}'" not in result.stdout, result.stdout
-        assert model_digest(project) != before
-        assert (project / "reports" / "diagnostics.csv").is_file()  # it trained with diagnostics on
-        run = json.loads((project / "reports" / "mlflow_run.json").read_text())["run_id"]
-        assert run in result.stdout
-    finally:
-        restore(project, reproduced, env)
-        run_cli(["dvc", "repro"], cwd=project, env=env)
+    result = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for stage in ("check_conf", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in result.stdout, result.stdout
+    for stage in ("download", "preprocess"):
+        assert f"Running stage '{stage}'" not in result.stdout, result.stdout
+    assert model_digest(project) != before
+    assert (project / "reports" / "diagnostics.csv").is_file()  # it trained with diagnostics on
+    run = json.loads((project / "reports" / "mlflow_run.json").read_text())["run_id"]
+    assert run in result.stdout
 
 
-def test_a_comment_or_an_unused_file_edited_passes_the_check_and_reruns_nothing_else(project):
-    project, env, reproduced = project
+def test_a_comment_or_an_unused_file_edited_passes_the_check_and_reruns_nothing_else(built_copy):
+    project, env = built_copy
     before = model_digest(project)
     edit(project / "conf" / "knobs" / "default.yaml", "seed: 42", "seed: 42  # the seed of every run")
     edit(project / "conf" / "experiment" / "fast.yaml", "lr: 0.005", "lr: 0.002")  # not picked
-    try:
-        result = run_cli(["dvc", "repro"], cwd=project, env=env)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        assert "Running stage 'check_conf'" in result.stdout
-        assert "the stages run reports/stage_config.yaml" in result.stdout
-        for stage in ("download", "preprocess", "train", "evaluate"):
-            assert f"Running stage '{stage}'" not in result.stdout, result.stdout
-        assert model_digest(project) == before
-        assert UP_TO_DATE in run_cli(["dvc", "repro"], cwd=project, env=env).stdout
-    finally:
-        restore(project, reproduced, env)
+    result = run_cli(["dvc", "repro"], cwd=project, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Running stage 'check_conf'" in result.stdout
+    assert "the stages run reports/stage_config.yaml" in result.stdout
+    for stage in ("download", "preprocess", "train", "evaluate"):
+        assert f"Running stage '{stage}'" not in result.stdout, result.stdout
+    assert model_digest(project) == before
+    assert UP_TO_DATE in run_cli(["dvc", "repro"], cwd=project, env=env).stdout
 
 
-def test_after_dvc_exp_run_dvc_repro_runs_the_experiments_knobs_and_never_refuses(project, tmp_path):
+def test_after_dvc_exp_run_dvc_repro_runs_the_experiments_knobs_and_never_refuses(built_copy):
     """The workspace holds the experiment (`dvc exp run` applies it, as DVC does); then an edit of a
     setting that is not a knob makes stages rerun: with the experiment's knobs, not a refusal."""
-    original, env, _ = project
-    project = tmp_path / "project"
-    shutil.copytree(original, project, symlinks=True)  # its own copy: the module's project stays as it is
-    exp = run_cli(
-        ["dvc", "exp", "run", "-S", "optimizer=adam", "-S", "optimizer.lr=0.003"], cwd=project, env=env
-    )
-    assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-2000:]
+    project, env = built_copy
+    exp_run(project, env, "optimizer=adam", "optimizer.lr=0.003")
     assert UP_TO_DATE in run_cli(["dvc", "repro"], cwd=project, env=env).stdout
     edit(project / "conf" / "tiny.yaml", "eval_batch_size: 100", "eval_batch_size: 50")  # tiny data's
     result = run_cli(["dvc", "repro"], cwd=project, env=env)

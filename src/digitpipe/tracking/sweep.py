@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -12,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from digitpipe.environment import SWEEP_PARENT_RUN
-from digitpipe.errors import UserError
+from digitpipe.errors import exit_on_user_error
 from digitpipe.tracking.metadata import run_tags
 from digitpipe.tracking.run import TrackedRun, close_dead_runs
 from digitpipe.tracking.store import open_store
@@ -26,11 +25,8 @@ class SweepParentRun(Callback):
         self.failed: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            store = open_store(config.mlflow)
-        except UserError as err:  # Hydra callbacks run outside the task's one-line error handling
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
+        # Hydra callbacks run outside the task's one-line error handling
+        store = exit_on_user_error(open_store)(config.mlflow)
         close_dead_runs(store.client)
         sweep = " ".join(config.hydra.overrides.task)
         self.run = TrackedRun.create(store, f"sweep: {sweep}"[:250], {**run_tags(), "sweep": sweep})

@@ -99,3 +99,35 @@ def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_pare
     assert forced.returncode == 0, forced.stderr[-2000:]
     runs = client.search_runs([experiment.experiment_id])
     assert len([r for r in runs if r.data.tags.get("digitpipe_study")]) == 1  # the same parent, updated
+
+
+def test_the_quick_variant_in_dvcs_temporary_copy_reuses_the_data_offline_and_records_into_the_project(
+    tmp_path, tiny, tiny_mirror
+):
+    """`dvc exp run --temp` runs the study in a clone of the repository under the study's
+    .dvc/tmp/exps/: the main pipeline's data comes from the workspace's cache, offline, and the runs go
+    to the project's store; removed once run (pipelines/README.md), it leaves the main table alone."""
+    project, study = tiny_study_project(tmp_path, tiny)
+    data = run_cli(["dvc", "repro", "preprocess"], cwd=project, env={"MNIST_MIRROR": str(tiny_mirror)})
+    assert data.returncode == 0, data.stdout[-2000:] + data.stderr[-2000:]
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "data")
+
+    quick = ["dvc", "--cd", "pipelines/activation_study", "exp", "run", "--temp", "-n", "quick-study"]
+    done = run_cli([*quick, "-S", "study.activations=[relu]"], cwd=project, timeout=900)  # no mirror
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Stage 'download' is cached - skipping run, checking out outputs" in done.stdout
+    assert "Running stage 'download'" not in done.stdout  # was: downloaded again, offline an error
+    assert not (study / "mlflow.db").exists()  # was: a store of its own, which `mlflow ui` never shows
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("activation-study").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["activation study", "base-relu-s1", "dying-relu-s1"]
+    assert {r.data.tags["dvc.exp_name"] for r in runs} == {"quick-study"}
+
+    def rows() -> list[str]:
+        shown = run_cli(["dvc", "exp", "show", "--csv"], cwd=project).stdout.splitlines()
+        return [row[0] for row in csv.reader(shown[1:])]
+
+    assert rows() == ["", "", "quick-study"]  # DVC's: one repository, one list of experiments
+    removed = run_cli(["dvc", "exp", "remove", "quick-study"], cwd=project)
+    assert removed.returncode == 0 and rows() == ["", ""]  # the workspace and the commit alone

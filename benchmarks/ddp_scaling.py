@@ -2,6 +2,7 @@
 
     python benchmarks/ddp_scaling.py                    # CPU: 1 process vs 2 (trainer=ddp_cpu)
     python benchmarks/ddp_scaling.py --gpus 8           # GPU: 1 vs 8 (trainer=gpu vs trainer=ddp)
+    python benchmarks/ddp_scaling.py --only "plain DDP" data.batch_size=128   # the baseline and one
 
 Every variant trains the same epochs on the same data (data/processed/mnist.pt; run `dvc repro
 preprocess` first) and writes its outputs and MLflow run to a temporary directory.
@@ -39,12 +40,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--gpus", type=int, default=0, help="measure 1 vs this many GPUs instead of CPU")
+    parser.add_argument("--only", help="besides the first setting (the baseline), those whose label has this")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every setting")
     args = parser.parse_args()
-    baseline = None
+    first, *others = variants(args.gpus)
+    chosen = [first, *(v for v in others if args.only is None or args.only in v[0])]
+    baseline, epochs = None, f"trainer.max_epochs={args.epochs}"
     print(f"{'setting':<55} {'s/epoch':>8} {'speedup':>8} {'efficiency':>10} {'val/acc':>8}")
-    for label, processes, overrides in variants(args.gpus):
+    for label, processes, overrides in chosen:
         with tempfile.TemporaryDirectory() as tmp:
-            result = train_cli([*overrides, f"trainer.max_epochs={args.epochs}"], Path(tmp), "ddp-scaling")
+            result = train_cli([*overrides, *args.overrides, epochs], Path(tmp), "ddp-scaling")
         epoch_s = result["fit_s"] / result["epochs"]
         baseline = baseline or epoch_s
         speedup = baseline / epoch_s

@@ -34,7 +34,7 @@ def plain_fit(cfg, datamodule, epochs: int) -> tuple[float, torch.nn.Module]:
     model = build_model(cfg, validate(cfg)).net
     if any(isinstance(c, ChannelsLast) for c in build_callbacks(cfg)):  # the pipeline's layout
         model = model.to(memory_format=torch.channels_last)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    optimizer = instantiate(cfg.optimizer, _partial_=True)(model.parameters())
     train = datamodule.splits["train"]
     started = time.perf_counter()
     model.train()

@@ -1,6 +1,7 @@
 """What a search costs beyond its trials' fits, on tiny trials (limited batches of the real data).
 
     python benchmarks/search.py --trials 8
+    python benchmarks/search.py --trials 2 --fresh 1 data.val_size=1000     # any overrides for all
 
 Runs the real `python src/search.py`, each search in a fresh store and study, and prints:
 - trials per hour with 1 and with 2 workers (same seed, no pruning);
@@ -100,6 +101,8 @@ def fresh_process(out: Path, overrides: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--fresh", type=int, default=3, help="fresh python src/train.py runs to measure")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every search and training")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
@@ -110,7 +113,7 @@ def main() -> None:
         ):
             out = Path(tmp) / name.replace(" ", "_").replace(",", "")
             out.mkdir()
-            runs[name] = search(out, args.trials, *extra)
+            runs[name] = search(out, args.trials, *args.overrides, *extra)
             print(
                 f"{name}: {runs[name]['trials']} trials in {runs[name]['wall_s']:.1f} s wall "
                 f"({runs[name]['per_hour']:.0f} trials/h; {runs[name]['counts']})",
@@ -119,8 +122,8 @@ def main() -> None:
         fresh = []
         out = Path(tmp) / "fresh"
         out.mkdir()
-        for _ in range(3):
-            fresh.append(fresh_process(out, ["model.activation=relu", "optimizer=adam"]))
+        for _ in range(args.fresh):
+            fresh.append(fresh_process(out, [*args.overrides, "model.activation=relu", "optimizer=adam"]))
         inproc = runs["1 worker"]["overheads"]
         print(
             f"per-trial overhead (wall minus fit), in-process: median {statistics.median(inproc):.2f} s "
@@ -128,7 +131,7 @@ def main() -> None:
         )
         print(
             "per-trial overhead, a fresh python src/train.py per trial: "
-            f"median {statistics.median(fresh):.2f} s of 3"
+            f"median {statistics.median(fresh):.2f} s of {len(fresh)}"
         )
         one, two = runs["1 worker"]["per_hour"], runs["2 workers"]["per_hour"]
         pruned = runs["1 worker, median pruner"]["per_hour"]

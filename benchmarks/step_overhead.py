@@ -151,7 +151,8 @@ def main() -> None:
     steps = {}
     for label, build in chosen.items():
         steps[label] = build()
-        time_steps(steps[label], images, labels, 20, device)  # warm-up: compiling, cuDNN autotuning, capture
+        warmup = min(20, args.steps)  # compiling, cuDNN autotuning, capture: done in the first steps
+        time_steps(steps[label], images, labels, warmup, device)
     runs: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(args.repeats):  # alternated, so that a machine that drifts drifts for all
         for label, step in steps.items():

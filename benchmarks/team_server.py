@@ -34,10 +34,10 @@ TINY = ["trainer.max_epochs=2", "+trainer.limit_train_batches=30", "+trainer.lim
         "callbacks.progress_bar.refresh_rate=0", "test_after_fit=false"]  # fmt: skip
 
 
-def train(out: Path, env: dict) -> tuple[float, float, str]:
+def train(out: Path, env: dict, overrides: list[str]) -> tuple[float, float, str]:
     """One tiny training in a fresh copy of the outputs: (wall s, fit s, run id)."""
     reports = out / "reports"
-    args = [sys.executable, "src/train.py", *TINY, f"paths.model_dir={out / 'models'}",
+    args = [sys.executable, "src/train.py", *TINY, *overrides, f"paths.model_dir={out / 'models'}",
             f"paths.checkpoints={out / 'checkpoints'}", f"paths.run_info={reports / 'mlflow_run.json'}",
             f"paths.train_metrics={reports / 'train_metrics.json'}",
             f"paths.history={reports / 'history.csv'}"]  # fmt: skip
@@ -80,9 +80,11 @@ def timed(call) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every training")
+    args = parser.parse_args()
+    rounds = args.rounds
     base = Path(tempfile.mkdtemp(prefix="team-bench-"))
     base.chmod(0o755)  # PostgreSQL runs as its own user
     database = start_postgres(base / "pg")
@@ -94,7 +96,7 @@ def main() -> None:
         for round_ in range(rounds):
             for name, env in stores.items():
                 out = base / f"{name}-{round_}"
-                wall, fit, run_id = train(out, env)
+                wall, fit, run_id = train(out, env, args.overrides)
                 client = client_for(env)
                 rows = epoch_rows(client, run_id)
                 experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id

@@ -1,4 +1,9 @@
-"""Run the real `python src/train.py` with every output in a given directory; read back its figures."""
+"""Run the real `python src/train.py` with every output in a given directory; read back its figures.
+
+    python benchmarks/train_cli.py trainer.max_epochs=1     # one training: its figures, as JSON
+
+recipes.py, profile_fit.py, ddp_scaling.py, versions.py and vs_keras.py train through train_cli().
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from mlflow import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_IMAGES = 60_000  # MNIST's training file, before the validation split
 
 
 def train_cli(
@@ -36,10 +41,17 @@ def train_cli(
     run = MlflowClient(f"sqlite:///{out / 'mlflow.db'}").get_run(run_id)
     metrics, params = run.data.metrics, run.data.params
     epochs = len(paths["history"].read_text().splitlines()) - 1
-    images = TRAIN_IMAGES - int(params["data.val_size"])
+    # the training file's images (train + val of the prepared split) less this run's validation split
+    sizes = json.loads((root / params["paths.stats"]).read_text())["sizes"]
+    images = sizes["train"] + sizes["val"] - int(params["data.val_size"])
     steps = epochs * -(-images // int(params["data.batch_size"]))
     fit_s = json.loads(paths["train_metrics"].read_text())["fit_seconds"]
     return {
         "wall_s": wall, "fit_s": fit_s, "epochs": epochs, "steps": steps, "val_acc": metrics["val/acc"],
         "test_acc": metrics["test/acc"], "precision": run.data.tags["device.precision"],
     }  # fmt: skip
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(train_cli(sys.argv[1:], Path(tmp))))

@@ -30,7 +30,9 @@ def main() -> None:
         base = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=ROOT, check=True,
                        capture_output=True)  # fmt: skip
-        shutil.rmtree(base / "data")  # the same prepared data (a DVC output, not in git) for both
+        # the same prepared data (a DVC output, not in git) for both
+        shutil.rmtree(base / "data", ignore_errors=True)
+        (ROOT / "data").mkdir(exist_ok=True)
         (base / "data").symlink_to(ROOT / "data")
         try:
             versions = {f"base {args.base}": base, "this checkout": ROOT}

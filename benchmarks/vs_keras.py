@@ -3,6 +3,7 @@
     pip install -e ".[bench]"                      # TensorFlow (CPU) for the seed's own code
     python benchmarks/vs_keras.py                   # 5 epochs each, 2 rounds
     python benchmarks/vs_keras.py --epochs 1 --rounds 1 -- trainer.precision=32-true
+    python benchmarks/vs_keras.py --no-keras        # without TensorFlow: the plain loop vs the pipeline
 
 Each run is a fresh process, in the order keras, plain, pipeline, keras, ... so that a machine
 that drifts (these do, up to 2x) drifts for all three. Keras fits the seed's 60,000 images (no
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     mirror = os.environ.get("MNIST_MIRROR", ROOT.parent / "shared/datasets/mnist")
     parser.add_argument("--mirror", type=Path, default=Path(mirror), help="MNIST's IDX files, for Keras")
+    parser.add_argument("--no-keras", action="store_true", help="leave Keras out: ratios to the plain loop")
     parser.add_argument("--plain-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the plain loop and the pipeline")
     args = parser.parse_args()
@@ -92,21 +94,24 @@ def main() -> None:
         "plain PyTorch loop": lambda: plain_run(args.epochs, args.overrides),
         "python src/train.py": lambda: pipeline_run(args.epochs, args.overrides),
     }
+    if args.no_keras:
+        del runners["the seed's Keras code"]
     results: dict[str, list[dict]] = {name: [] for name in runners}
     for round_ in range(args.rounds):
         for name, runner in runners.items():
             results[name].append(runner())
             fit, acc = results[name][-1]["fit_s"], results[name][-1]["test_acc"]
             print(f"round {round_ + 1}: {name:<22} fit {fit:7.1f} s  test acc {acc:.4f}", flush=True)
-    keras_fit = statistics.median(r["fit_s"] for r in results["the seed's Keras code"])
-    print(f"\n| run | fit, {args.epochs} epochs (median) | s/epoch | ms/step | vs Keras | test acc |")
+    first_fit = statistics.median(r["fit_s"] for r in next(iter(results.values())))
+    versus = "plain" if args.no_keras else "Keras"
+    print(f"\n| run | fit, {args.epochs} epochs (median) | s/epoch | ms/step | vs {versus} | test acc |")
     print("|---|---|---|---|---|---|")
     for name, runs in results.items():
         fit = statistics.median(r["fit_s"] for r in runs)
         epoch = statistics.median(r["epoch_s"] for r in runs)
         ms = statistics.median(1000 * r["fit_s"] / r["steps"] for r in runs)
         accs = ", ".join(f"{r['test_acc']:.4f}" for r in runs)
-        print(f"| {name} | {fit:.1f} s | {epoch:.1f} | {ms:.1f} | {fit / keras_fit:.2f}x | {accs} |")
+        print(f"| {name} | {fit:.1f} s | {epoch:.1f} | {ms:.1f} | {fit / first_fit:.2f}x | {accs} |")
 
 
 if __name__ == "__main__":

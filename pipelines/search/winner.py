@@ -3,7 +3,6 @@
 winner/, on as many torch threads as its trial."""
 
 import json
-import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -16,16 +15,14 @@ HERE = Path(__file__).resolve().parent
 
 
 @exit_on_user_error
-def main() -> int:
-    summary_path = HERE / "reports" / "search.json"
-    summary = json.loads(summary_path.read_text())
+def main() -> None:
+    summary = json.loads((HERE / "reports" / "search.json").read_text())
     if not summary.get("best"):
-        raise DataError(f"{summary_path} names no best trial; run the search stage first")
+        raise DataError(f"{HERE / 'reports' / 'search.json'} names no best trial; run the search stage first")
     with initialize_config_dir(str(HERE.parents[1] / "conf"), version_base=VERSION_BASE):
         make_winner(lambda overrides: compose("config", overrides=overrides), summary["best"],
                     summary["study"], Path("winner"), summary.get("mlflow_run_id"))  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -48,7 +48,8 @@ def summary(study, search, fixed: list[str], groups: frozenset[str] = frozenset(
 
 
 def best_trial(study):
-    """The complete trial with the best val/acc (selection never looks at test data); None if none."""
+    """The complete trial with the best val/acc, the first of equals (Optuna's study.best_trial leaves
+    ties to the database's row order, and val/acc ties often); None if none."""
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

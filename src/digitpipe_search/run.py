@@ -33,7 +33,7 @@ def search(
     cfg: DictConfig, fixed: list[str], config_dir: Path, compose: Callable[[list[str]], DictConfig]
 ) -> dict:
     """Run the study cfg.search describes; its summary (reports/search.json) once it is complete."""
-    s = cfg.search
+    s, groups, url = cfg.search, config_groups(config_dir), storage_url(cfg.search.storage)
     check_settings(s)
     space = parse_space(s.space)
     name = check_name(str(s.study or s.name))
@@ -51,33 +51,27 @@ def search(
         store = open_store(cfg.mlflow)
         parent = study_run(store, study, s, name, owner=bool(s.finalize))
         with recorded(parent if s.finalize else None):
-            print(
-                f"study {name!r} in {redacted(storage_url(s.storage))}: "
-                f"{finished(study)}/{s.n_trials} trials done; "
-                f"MLflow run {parent.run_id}",
-                flush=True,
-            )
+            print(f"study {name!r} in {redacted(url)}: {finished(study)}/{s.n_trials} trials done; "
+                  f"MLflow run {parent.run_id}", flush=True)  # fmt: skip
             codes: list[int] = []
             if int(s.workers) == 1:
-                work_dir = resolve(s.outputs.work_dir) / name
-                groups = config_groups(config_dir)
-                url = storage_url(s.storage)
-                objective = Objective(name, space, fixed, compose, work_dir, parent.run_id, int(s.n_trials),
-                                      groups, url)  # fmt: skip
+                objective = Objective(name, space, fixed, compose, resolve(s.outputs.work_dir) / name,
+                                      parent.run_id, int(s.n_trials), groups, url)  # fmt: skip
                 run_trials(study, objective, store.client, s, url)
             else:
-                codes = run_copies(int(s.workers))
-                stopped_by(codes)
-            tally = counts(study)
-            if finished(study) < int(s.n_trials) and int(s.workers) > 1 and any(codes):
-                raise worker_failure(codes)
-            if finished(study) < int(s.n_trials) or not s.finalize:
+                stopped_by(codes := run_copies(int(s.workers)))
+            if (done := finished(study)) < int(s.n_trials) and any(codes):
+                raise TrackingError(
+                    f"{sum(map(bool, codes))} search worker(s) failed (exit codes {codes}); their lines "
+                    "above say why. The study keeps every finished trial: the same command continues it"
+                )
+            if done < int(s.n_trials) or not s.finalize:
                 print(
-                    f"{finished(study)}/{s.n_trials} trials done; {tally['RUNNING']} running elsewhere",
+                    f"{done}/{s.n_trials} trials done; {counts(study)['RUNNING']} running elsewhere",
                     flush=True,
                 )
                 return {}
-            return finalize(cfg, study, fixed, parent, compose, config_dir)
+            return finalize(cfg, study, fixed, parent, compose, groups)
 
 
 def check_settings(s: DictConfig) -> None:
@@ -179,30 +173,20 @@ def stopped_by(codes: list[int]) -> None:
             print(f"note: worker {index} ended with {how}", file=sys.stderr, flush=True)
 
 
-def worker_failure(codes: list[int]) -> BaseException:
-    return TrackingError(
-        f"{len(codes)} search worker(s) failed (exit codes {codes}); their lines above say why. "
-        "The study keeps every finished trial: the same command continues it"
-    )
-
-
-def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose, config_dir: Path) -> dict:
+def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose, groups: frozenset[str]) -> dict:
     """The summary, the figures and the best overrides, into the study's run and reports/; then the
     winner trained, tested and registered (unless search.train_winner=false, as in the DVC
     pipeline, whose own stage makes it); then the study's run FINISHED."""
     s, client = cfg.search, parent.client
-    report = {**summary(study, s, fixed, config_groups(config_dir)), "mlflow_run_id": parent.run_id}
+    report = {**summary(study, s, fixed, groups), "mlflow_run_id": parent.run_id}
     best = report["best"]
     if best is None:
         raise TrackingError(
             f"study {study.study_name!r} has no complete trial to choose from (all pruned or failed)"
         )
-    drawn = figures(study)
-    outputs = resolve(s.outputs.figures)
-    for file, data in drawn.items():
-        atomic.write_bytes(outputs / file, data)
-        client.log_artifact(parent.run_id, str(outputs / file), "figures")
-    winner_dir = resolve(s.outputs.work_dir) / study.study_name / "winner"
+    for file, data in figures(study).items():
+        atomic.write_bytes(resolve(s.outputs.figures) / file, data)
+        client.log_artifact(parent.run_id, str(resolve(s.outputs.figures) / file), "figures")
     atomic.write_json(resolve(s.outputs.summary), report)
     client.log_artifact(parent.run_id, str(resolve(s.outputs.summary)))
     client.log_metric(parent.run_id, "best/val_acc", best["val_acc"])
@@ -216,6 +200,7 @@ def finalize(cfg: DictConfig, study, fixed: list[str], parent, compose, config_d
     if s.train_winner:
         made = study.user_attrs.get(WINNER_ATTR, {})
         if made.get("trial") != best["trial"]:
+            winner_dir = resolve(s.outputs.work_dir) / study.study_name / "winner"
             result = make_winner(compose, best, study.study_name, winner_dir, parent.run_id)
             study.set_user_attr(WINNER_ATTR, {"trial": best["trial"], "run_id": result["run_id"]})
             client.set_tag(parent.run_id, "search.winner_run_id", str(result["run_id"]))

@@ -4,6 +4,7 @@ around it, as the study's first run."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -19,7 +20,6 @@ from digitpipe_search.space import stored
 
 DEFAULT_STORAGE = "optuna.db"  # in the project root, beside mlflow.db: no server needed
 FINISHED = ("COMPLETE", "PRUNED")  # what counts towards search.n_trials
-PRUNERS = ("median", "hyperband", "none")
 SPACE_ATTR, CONFIG_ATTR, PARENT_ATTR = "space", "config", "mlflow_parent_run_id"
 
 
@@ -148,9 +148,10 @@ def check_same_search(name: str, attrs: Mapping[str, Any], space: dict, config: 
 
 
 def describe(spec: dict | None) -> str:
-    """A stored distribution in words: FloatDistribution(low=0.001, high=0.1, log=True, step=None)."""
-    shown = ", ".join(f"{k}={v}" for k, v in (spec or {}).get("attributes", {}).items())
-    return f"{spec['name']}({shown})" if spec else "absent"
+    """A stored distribution as Optuna writes it: FloatDistribution(high=0.1, log=True, low=0.001, ...)."""
+    from optuna.distributions import json_to_distribution
+
+    return repr(json_to_distribution(json.dumps(spec))) if spec else "absent"
 
 
 def make_sampler(search: DictConfig):
@@ -189,18 +190,17 @@ def make_sampler(search: DictConfig):
 
 
 def make_pruner(search: DictConfig):
+    """The median pruner waits for startup_trials trials, then prunes from epoch warmup_epochs on."""
     import optuna
 
-    kind = str(search.pruner)
-    if kind == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=int(search.startup_trials), n_warmup_steps=int(search.warmup_epochs)
-        )
-    if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, int(search.warmup_epochs)))
-    if kind == "none":
-        return optuna.pruners.NopPruner()
-    raise ConfigError(f"search.pruner={kind} is not one of {', '.join(PRUNERS)}")
+    pruners = {
+        "median": lambda: optuna.pruners.MedianPruner(int(search.startup_trials), int(search.warmup_epochs)),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=max(1, int(search.warmup_epochs))),
+        "none": optuna.pruners.NopPruner,
+    }
+    if str(search.pruner) not in pruners:
+        raise ConfigError(f"search.pruner={search.pruner} is not one of {', '.join(pruners)}")
+    return pruners[str(search.pruner)]()
 
 
 def counts(study) -> Counter:

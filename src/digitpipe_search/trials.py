@@ -94,10 +94,8 @@ class Objective:
                 f"trial {trial.number} marked FAIL and queued again; the same command continues the study"
             )
             raise TrialStopped(stop) from stop
-        except DivergedError as err:  # a result about this point: pruned, so that TPE learns from it
-            trial.set_user_attr(
-                DIVERGED_ATTR, str(err).splitlines()[0][:500]
-            )  # (failed trials teach it nothing)
+        except DivergedError as err:  # pruned: TPE learns from it, and nothing from a failed trial
+            trial.set_user_attr(DIVERGED_ATTR, str(err).splitlines()[0][:500])
             raise optuna.TrialPruned(f"diverged: {err}") from err
         except CAUGHT as err:  # Optuna 5 keeps no reason for a failed trial: it is kept here
             trial.set_user_attr(FAIL_ATTR, f"{type(err).__name__}: {err}".splitlines()[0][:500])
@@ -123,11 +121,8 @@ class Objective:
                 OmegaConf.update(cfg, key, value)
         own_files(cfg, self.work_dir / f"trial-{trial.number}")
         cfg.mlflow.run_name = f"trial {trial.number}: {' '.join(overrides(point, self.groups))}"[:240]
-        cfg.mlflow.tags = {
-            **cfg.mlflow.tags,
-            "search.study": self.study_name,
-            "search.trial": str(trial.number),
-        }
+        tags = {"search.study": self.study_name, "search.trial": str(trial.number)}
+        cfg.mlflow.tags = {**cfg.mlflow.tags, **tags}
         cfg.mlflow.parent_run_id = self.parent_run_id
         return cfg
 
@@ -155,12 +150,8 @@ def run_of(trial):
     from lightning.pytorch.callbacks import Callback
 
     class RunOf(Callback):
-        run_id: str | None = None
-
         def setup(self, trainer, pl_module, stage: str) -> None:
-            version = getattr(trainer.logger, "version", None)
-            if isinstance(version, str):
-                self.run_id = version
+            if isinstance(version := getattr(trainer.logger, "version", None), str):
                 trial.set_user_attr(RUN_ATTR, version)
 
     return RunOf()

@@ -17,7 +17,7 @@ from typing import Any
 
 from digitpipe import interrupts
 from digitpipe.errors import TrackingError
-from digitpipe_search.study import FINISHED, counts, storage_cause, storage_failure
+from digitpipe_search.study import FINISHED, counts, finished, storage_cause, storage_failure
 from digitpipe_search.trials import (
     CAUGHT,
     DIVERGED_ATTR,
@@ -129,10 +129,10 @@ def trial_ended(client, total: int) -> Callable[[Any, Any], None]:
                 end_child_run(client, run_id, state, f"pruned {detail}" if pruned else None)
             except Exception as err:  # the store down: the trial counts in the study all the same
                 print(f"note: could not tag run {run_id} {STATE_TAG}={state}: {err}", file=sys.stderr)
-        done = sum(counts(study)[s] for s in FINISHED)
         params = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
         )
+        done = finished(study)
         print(f"{who}trial {trial.number} {state} {detail} [{params}] ({done}/{total} done)", flush=True)
 
     return ended

@@ -92,10 +92,10 @@ def test_a_study_refuses_another_space_or_another_config_around_it_naming_the_di
         check_same_search("s", attrs, changed, {"trainer.max_epochs": 3, "data.batch_size": 32})
     message = str(refused.value)
     assert (
-        "optimizer.lr: FloatDistribution(step=None, low=0.001, high=0.1, log=True) in the study, "
-        "FloatDistribution(step=None, low=0.001, high=0.5, log=True) now"
+        "optimizer.lr: FloatDistribution(high=0.1, log=True, low=0.001, step=None) in the study, "
+        "FloatDistribution(high=0.5, log=True, low=0.001, step=None) now"
     ) in message
-    assert "seed: absent in the study, CategoricalDistribution(choices=[1]) now" in message
+    assert "seed: absent in the study, CategoricalDistribution(choices=(1,)) now" in message
     assert "data.batch_size=256 in the study, 32 now" in message
     assert "trainer.max_epochs" not in message  # only what differs
     assert "search.study=" in message and "new study" in message

@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 import psutil
@@ -17,7 +19,8 @@ from mlflow import MlflowClient
 from sqlalchemy.pool import NullPool
 
 from ..conftest import Tiny, free_port, run_cli, user_env
-from .workspace import Workspace
+from .conftest import copy_of
+from .workspace import Workspace, new_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -60,90 +63,178 @@ def runs(client: MlflowClient) -> list:
     return client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []
 
 
-def test_a_search_prunes_fails_and_completes_trials_reports_and_makes_the_winner_and_a_rerun_continues_it(ws):
+@dataclass
+class Searched:
+    """A project searched once (five trials on the embedded storage, the winner made), for the tests
+    that only read it; a test that searches it again does so on its own copy (own_copy)."""
+
+    ws: Workspace
+    url: str
+
+    @property
+    def study(self) -> optuna.Study:
+        return study_of(self.url)
+
+    @property
+    def parent(self):
+        return next(r for r in runs(self.ws.client) if r.info.run_name == "search: tiny")
+
+    def children(self) -> list:
+        return [
+            r
+            for r in runs(self.ws.client)
+            if r.data.tags.get("mlflow.parentRunId") == self.parent.info.run_id
+        ]
+
+    def trial_runs(self) -> dict:
+        return {int(r.data.tags["search.trial"]): r for r in self.children() if "search.trial" in r.data.tags}
+
+    def diverged(self) -> list:
+        return [t for t in self.study.trials if "diverged" in t.user_attrs]
+
+    def best(self):
+        return max((t for t in self.study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, tiny_raw) -> Searched:
+    ws = new_workspace(tmp_path_factory.mktemp("searched"), tiny_raw)
     url = f"sqlite:///{ws.project / 'optuna.db'}"  # the embedded default: the project root, no server
     # the first three points queued (Optuna runs queued points first): one of each kind of ending
     queued = optuna.create_study(study_name="tiny", storage=url, direction="maximize")
     for lr in (0.003, 1.0e-7, 1.0e12):
         queued.enqueue_trial({"model.activation": "relu", "optimizer.lr": lr})
-    first = run_search(ws, "search.n_trials=5")
-    assert first.returncode == 0, first.stderr[-3000:]
-    study = study_of(url)
-    states = [t.state.name for t in study.trials]
-    assert len(states) == 5 and states.count("COMPLETE") + states.count("PRUNED") == 5
-    diverged = [t for t in study.trials if "diverged" in t.user_attrs]
-    pruned = [t for t in study.trials if t.state.name == "PRUNED" and t not in diverged]
-    assert diverged and pruned and "COMPLETE" in states, states  # each kind of ending
-    # a diverged trial is pruned (so TPE learns from it; a failed trial teaches it nothing)
-    assert all(t.state.name == "PRUNED" and t.params["optimizer.lr"] == 1.0e12 for t in diverged)
-    assert all(t.params["optimizer.lr"] == 1.0e-7 for t in pruned)
+    done = run_search(ws, "search.n_trials=5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Searched(ws, url)
 
-    report = json.loads((ws.project / "reports" / "search.json").read_text())
-    best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+
+def own_copy(searched: Searched, tmp_path: Path) -> Searched:
+    """The searched project copied, for a test that runs a search in it."""
+    project = copy_of(searched.ws.project, tmp_path / "project")
+    return Searched(
+        Workspace(project, searched.ws.mirror, searched.ws.raw), f"sqlite:///{project / 'optuna.db'}"
+    )
+
+
+def test_a_search_ends_with_exactly_its_total_of_complete_and_pruned_trials_one_of_each_kind(searched):
+    states = [t.state.name for t in searched.study.trials]
+    assert len(states) == 5 and states.count("COMPLETE") + states.count("PRUNED") == 5, states
+    pruned = [t for t in searched.study.trials if t.state.name == "PRUNED" and t not in searched.diverged()]
+    assert searched.diverged() and pruned and "COMPLETE" in states, states
+
+
+def test_a_diverging_point_is_pruned_not_failed_and_its_run_ends_failed_saying_so(searched):
+    """Pruned, so that TPE learns from it: a failed trial teaches it nothing."""
+    diverged, trial_runs = searched.diverged(), searched.trial_runs()
+    assert diverged and all(t.state.name == "PRUNED" and t.params["optimizer.lr"] == 1.0e12 for t in diverged)
+    for trial in diverged:
+        run = trial_runs[trial.number]
+        assert run.info.status == "FAILED" and "diverged" in run.data.tags["end_reason"], run.data.tags
+
+
+def test_a_point_that_does_not_learn_is_pruned_and_its_run_ends_killed_saying_when(searched):
+    pruned = [t for t in searched.study.trials if t.state.name == "PRUNED" and "diverged" not in t.user_attrs]
+    assert pruned and all(t.params["optimizer.lr"] == 1.0e-7 for t in pruned)
+    trial_runs = searched.trial_runs()
+    for trial in pruned:
+        run = trial_runs[trial.number]
+        assert run.info.status == "KILLED" and run.data.tags["end_reason"].startswith("pruned at epoch ")
+
+
+def test_the_report_names_the_best_complete_trial_its_params_and_the_count_of_each_ending(searched):
+    report = json.loads((searched.ws.project / "reports" / "search.json").read_text())
+    best, states = searched.best(), [t.state.name for t in searched.study.trials]
     assert report["best"]["trial"] == best.number and report["best"]["val_acc"] == best.value
+    assert report["best"]["params"] == best.params
     assert report["trials"] == {"complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
                                 "failed": 0, "surplus": 0}  # fmt: skip
-    assert report["best"]["params"] == best.params
     assert report["wall_s"] > 0
-    assert {p.name for p in (ws.project / "reports" / "search").glob("*.png")} >= {
-        "optimization_history.png", "param_importances.png", "slice.png"}  # fmt: skip
 
-    client = ws.client
-    all_runs = runs(client)
-    parent = next(r for r in all_runs if r.info.run_name == "search: tiny")
-    assert parent.info.status == "FINISHED"
-    assert parent.data.tags["search.study"] == "tiny"
-    assert parent.data.tags["search.storage"] == url
-    space = json.loads(parent.data.tags["search.space"])
-    assert space["optimizer.lr"]["attributes"]["choices"] == [0.003, 1e-7, 1e12]
-    assert {a.path for a in client.list_artifacts(parent.info.run_id, "figures")} >= {"figures/slice.png"}
-    assert parent.data.metrics["best/val_acc"] == best.value
-    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    trial_runs = {int(r.data.tags["search.trial"]): r for r in children if "search.trial" in r.data.tags}
-    assert sorted(trial_runs) == [t.number for t in study.trials]  # every trial, one child run each
-    expected_status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}
-    for trial in study.trials:
+
+def test_optunas_figures_are_written_under_reports_and_logged_in_the_studys_run(searched):
+    written = {p.name for p in (searched.ws.project / "reports" / "search").glob("*.png")}
+    assert written >= {"optimization_history.png", "param_importances.png", "slice.png"}, written
+    logged = {a.path for a in searched.ws.client.list_artifacts(searched.parent.info.run_id, "figures")}
+    assert logged >= {"figures/optimization_history.png", "figures/slice.png"}, logged
+
+
+def test_the_study_has_one_finished_run_tagged_with_its_name_storage_and_space_holding_the_best_val_acc(
+    searched,
+):
+    parents = [r for r in runs(searched.ws.client) if r.info.run_name == "search: tiny"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    tags = parents[0].data.tags
+    assert tags["search.study"] == "tiny" and tags["search.storage"] == searched.url
+    assert json.loads(tags["search.space"])["optimizer.lr"]["attributes"]["choices"] == [0.003, 1e-7, 1e12]
+    assert parents[0].data.metrics["best/val_acc"] == searched.best().value
+
+
+def test_every_trial_has_one_child_run_whose_state_tag_and_status_say_how_it_ended(searched):
+    trial_runs = searched.trial_runs()
+    assert sorted(trial_runs) == [t.number for t in searched.study.trials]
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}
+    for trial in searched.study.trials:
         run = trial_runs[trial.number]
-        assert run.data.tags["search.state"] == trial.state.name
-        status = "FAILED" if trial in diverged else expected_status[trial.state.name]
-        assert run.info.status == status, (trial.number, run.info.status)
-        if trial in diverged:
-            assert "diverged" in run.data.tags["end_reason"]
-        assert not any(k.startswith("test/") for k in run.data.metrics)  # no trial sees test data
         assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
-    # the winner: the best trial trained again (the same val/acc), then tested and registered
-    winner = next(r for r in children if "search.winner_of_trial" in r.data.tags)
+        assert run.data.tags["search.state"] == trial.state.name
+        expected = "FAILED" if "diverged" in trial.user_attrs else status[trial.state.name]
+        assert run.info.status == expected, (trial.number, run.info.status)
+
+
+def test_no_trial_sees_test_data_registers_a_model_or_keeps_its_files(searched):
+    trial_runs = {r.info.run_id: r for r in searched.trial_runs().values()}
+    assert trial_runs and not [
+        k for r in trial_runs.values() for k in r.data.metrics if k.startswith("test/")
+    ]
+    versions = searched.ws.client.search_model_versions("name='mnist-convnet'")
+    assert not [v.version for v in versions if v.run_id in trial_runs]
+    assert (searched.ws.project / "searches" / "tiny").is_dir()
+    assert not list((searched.ws.project / "searches" / "tiny").glob("trial-*"))
+
+
+def test_the_winner_is_the_best_trial_trained_again_to_the_same_history_then_tested_and_registered(searched):
+    (winner,) = [r for r in searched.children() if "search.winner_of_trial" in r.data.tags]
+    best, client = searched.best(), searched.ws.client
     assert int(winner.data.tags["search.winner_of_trial"]) == best.number
 
-    def val_acc(run) -> list[float]:
-        return [m.value for m in client.get_metric_history(run.info.run_id, "val/acc")]
+    def history(run) -> dict[str, list[float]]:  # val/acc alone: 1.0 at every epoch on the tiny data
+        return {
+            key: [m.value for m in client.get_metric_history(run.info.run_id, key)]
+            for key in ("val/acc", "val/loss")
+        }
 
-    assert val_acc(winner) == val_acc(trial_runs[best.number]) and max(val_acc(winner)) == best.value
+    assert history(winner) == history(searched.trial_runs()[best.number])
+    assert max(history(winner)["val/acc"]) == best.value
     assert "test/acc" in winner.data.metrics
-    versions = client.search_model_versions("name='mnist-convnet'")
-    assert [v.run_id for v in versions] == [winner.info.run_id]  # trials register nothing
-    assert not list((ws.project / "searches" / "tiny").glob("trial-*"))  # a trial's files go with it
+    assert [v.run_id for v in client.search_model_versions("name='mnist-convnet'")] == [winner.info.run_id]
+    assert (searched.ws.project / "searches" / "tiny" / "winner" / "models" / "best.ckpt").is_file()
 
-    # rerun with a larger total: only the missing trial runs, numbered after the others
-    before = len(study.trials)
-    again = run_search(ws, "search.n_trials=6")
+
+def test_a_rerun_with_a_larger_total_runs_only_the_missing_trial_in_the_same_studys_run(searched, tmp_path):
+    copy = own_copy(searched, tmp_path)
+    before, parent = len(copy.study.trials), copy.parent
+    again = run_search(copy.ws, "search.n_trials=6")
     assert again.returncode == 0, again.stderr[-3000:]
-    study = study_of(url)
-    assert [t.number for t in study.trials] == list(range(len(study.trials)))
-    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) == 6
-    assert len(study.trials) == before + 1
-    parents = [r for r in runs(client) if r.info.run_name == "search: tiny"]
-    assert [p.info.run_id for p in parents] == [parent.info.run_id]  # one run per study, continued
-    assert parents[0].info.status == "FINISHED"
+    trials = copy.study.trials
+    assert len(trials) == before + 1 and [t.number for t in trials] == list(range(before + 1))
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 6
+    parents = [r for r in runs(copy.ws.client) if r.info.run_name == "search: tiny"]
+    assert [(p.info.run_id, p.info.status) for p in parents] == [(parent.info.run_id, "FINISHED")]
+    assert len(searched.study.trials) == before  # the shared project is left as it was
 
-    # the same study name with another space: refused before anything runs, naming the difference
-    count = len(runs(client))
-    other = run_search(ws, "search.n_trials=6", "+search.space.model.activation={choices:[relu,tanh]}")
-    assert other.returncode == 2
+
+def test_the_same_study_with_another_space_is_refused_before_anything_runs_naming_the_difference(
+    searched, tmp_path
+):
+    copy = own_copy(searched, tmp_path)
+    count, trials = len(runs(copy.ws.client)), len(copy.study.trials)
+    other = run_search(copy.ws, "+search.space.model.activation={choices:[relu,tanh]}")
+    assert other.returncode == 2, other.stderr[-3000:]
     line = other.stderr.strip().splitlines()[-1]
     assert line.startswith("error: study 'tiny' was made with another search: model.activation: "), line
     assert "search.study=" in line
-    assert len(runs(client)) == count and len(study_of(url).trials) == len(study.trials)
+    assert len(runs(copy.ws.client)) == count and len(copy.study.trials) == trials
 
 
 def test_bad_spaces_and_storages_end_in_one_line_before_any_run_or_trial(ws, postgres):

@@ -294,7 +294,7 @@ def test_two_workers_on_postgres_retry_a_killed_workers_trial_and_reach_exactly_
     try:
         running = wait_for(lambda: [t for t in study_of(url).trials if t.state.name == "RUNNING"
                                     and "mlflow_run_id" in t.user_attrs] if _exists(url) else None,
-                           timeout=180, what="a trial in training", process=process)  # fmt: skip
+                           timeout=300, what="a trial in training", process=process)  # fmt: skip
         victim_trial = running[0]
         two = wait_for(lambda: len(worker_processes(process)) == 2 and worker_processes(process), 30, "both")
         # the worker running that trial: its training run's owner tag names its PID

@@ -42,7 +42,7 @@ def open_storage(search: DictConfig):
     grace_s and retried with the same params), or a one-line TrackingError when it cannot be opened.
     Two searches that start together on a new storage both create its tables: the loser retries."""
     import optuna
-    from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
     url = storage_url(search.storage)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's API
@@ -57,7 +57,7 @@ def open_storage(search: DictConfig):
                 ),
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             )
-        except (SQLAlchemyError, ArgumentError, ModuleNotFoundError) as err:
+        except (SQLAlchemyError, ModuleNotFoundError) as err:  # a bad URL too (ArgumentError)
             lost_race = isinstance(err, IntegrityError | ProgrammingError) or "already exists" in str(err)
             if not lost_race or attempt == 4:  # else another process's CREATE TABLE won: again
                 raise storage_failure(url, err, "cannot open") from err

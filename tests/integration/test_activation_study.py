@@ -33,14 +33,19 @@ def tiny_study_project(tmp_path, tiny):
     """A project copy on the tiny config, with the study at its tiny size."""
     project = copy_project(tmp_path / "project")
     tiny.shrink(project)
+    return project, with_tiny_study(project)
+
+
+def with_tiny_study(project):
+    """The study at its tiny size added to `project`, everything committed."""
     study = project / "pipelines" / "activation_study"
     (study / ".dvc").mkdir(parents=True)  # a DVC project of its own
     for name in ("dvc.yaml", "cell.py", "aggregate.py", ".dvc/config", ".dvc/.gitignore"):
         shutil.copy2(STUDY / name, study / name)
     (study / "params.yaml").write_text(yaml.safe_dump({"study": TINY_STUDY}))
-    git(project, "add", "-A")
+    git(project, "add", "-A", "--", ".", ":!.dvc")  # a copy has no .dvc/.gitignore for DVC's cache
     git(project, "commit", "-qm", "tiny study")
-    return project, study
+    return study
 
 
 def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_parent_run(
@@ -102,17 +107,13 @@ def test_the_quick_study_runs_every_cell_and_compares_them_in_a_table_and_a_pare
 
 
 def test_the_quick_variant_in_dvcs_temporary_copy_reuses_the_data_offline_and_records_into_the_project(
-    tmp_path, tiny, tiny_mirror
+    built_copy,
 ):
     """`dvc exp run --temp` runs the study in a clone of the repository under the study's
     .dvc/tmp/exps/: the main pipeline's data comes from the workspace's cache, offline, and the runs go
     to the project's store; removed once run (pipelines/README.md), it leaves the main table alone."""
-    project, study = tiny_study_project(tmp_path, tiny)
-    data = run_cli(["dvc", "repro", "preprocess"], cwd=project, env={"MNIST_MIRROR": str(tiny_mirror)})
-    assert data.returncode == 0, data.stdout[-2000:] + data.stderr[-2000:]
-    git(project, "add", "-A")
-    git(project, "commit", "-qm", "data")
-
+    project, _ = built_copy  # `dvc repro` ran there: the data is in the workspace and the cache
+    study = with_tiny_study(project)
     quick = ["dvc", "--cd", "pipelines/activation_study", "exp", "run", "--temp", "-n", "quick-study"]
     done = run_cli([*quick, "-S", "study.activations=[relu]"], cwd=project, timeout=900)  # no mirror
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -202,12 +202,18 @@ def test_team_server_prints_what_the_team_store_costs_against_sqlite(bench):
         assert more == pytest.approx(team - sqlite, abs=0.011)
 
 
-@pytest.mark.parametrize("device", ["cpu", ON_CUDA])
-def test_gpu_session_runs_its_tests_and_recipes(bench, tmp_path, device):
-    """Without a GPU its recipes run on the CPU (trainer.accelerator=cpu): its commands still hold."""
-    cpu = ["trainer.accelerator=cpu", "trainer.deterministic=true"] if device == "cpu" else []
+def test_gpu_session_is_a_valid_script_wherever_it_cannot_run():
+    """On a CPU its six recipes would repeat recipes.py's, tested above, for minutes: checked for syntax."""
+    checked = subprocess.run(
+        ["bash", "-n", str(ROOT / "benchmarks" / "gpu_session.sh")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+@NO_CUDA
+def test_gpu_session_runs_its_tests_and_recipes(bench, tmp_path):
     tiny = bench.tiny.overrides({"trainer.max_epochs": 1})
-    bench.run("bash", "benchmarks/gpu_session.sh", str(tmp_path), *tiny, *cpu)
+    bench.run("bash", "benchmarks/gpu_session.sh", str(tmp_path), *tiny)
     log = (tmp_path / "log").read_text()
     assert re.search(r"^torch \S+ lightning \S+$", log, re.MULTILINE) and "CPU bf16 units:" in log
     assert re.search(r"^\d+ passed", log, re.MULTILINE), log  # the CUDA tests (they skip without one)

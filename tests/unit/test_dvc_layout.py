@@ -38,8 +38,9 @@ def test_the_sub_pipelines_name_the_main_pipelines_files_as_conf_paths_does():
         text = dvc_yaml.read_text()
         assert "${paths." not in text and "../../params.yaml" not in text, dvc_yaml
         main_files = {p.removeprefix("../../") for p in declared(dvc_yaml) if p.startswith("../../")}
-        assert main_files <= {PATHS["dataset"], "src", "src/digitpipe", "src/search.py", "src/train.py",
-                              "src/evaluate.py", "conf"}, (dvc_yaml, main_files)  # fmt: skip
+        assert main_files <= {PATHS["dataset"], "src", "src/digitpipe", "src/digitpipe_search",
+                              "src/digitpipe_study", "src/search.py", "src/train.py", "src/evaluate.py",
+                              "conf"}, (dvc_yaml, main_files)  # fmt: skip
         for key in ("dataset", "stats", "raw_dir"):  # the search's command names them too
             for named in (w.split("=", 1)[1] for w in text.split() if w.startswith(f"paths.{key}=")):
                 assert named == f"../../{PATHS[key]}", (dvc_yaml, key, named)

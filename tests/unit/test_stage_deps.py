@@ -82,3 +82,19 @@ def test_the_main_pipeline_imports_neither_extension():
     }
     packages = {p.relative_to(SRC).parts[0] for p in closure(scripts | named_in_conf())}
     assert packages <= {"digitpipe", *(s.name for s in scripts)}, packages
+
+
+def test_a_sub_pipelines_stage_depends_on_its_script_and_every_package_it_imports():
+    """Their stages depend on whole packages (../../src/<package>): the main one, and the extension
+    whose code they run (a comment in it reruns them, never the main pipeline)."""
+    for dvc_yaml in sorted((ROOT / "pipelines").glob("*/dvc.yaml")):
+        for name, stage in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
+            scripts = {dvc_yaml.parent / s for s in re.findall(r"python (\S+\.py)", stage["cmd"])}
+            deps = {
+                (dvc_yaml.parent / (next(iter(d)) if isinstance(d, dict) else d)).resolve()
+                for d in stage.get("deps", [])
+            }
+            packages = {SRC / p.relative_to(SRC).parts[0] for p in closure(scripts) if p.is_relative_to(SRC)}
+            wanted = {p.resolve() for p in scripts} | {p for p in packages if p.is_dir()}
+            missing = [w for w in wanted if not any(w == d or d in w.parents for d in deps)]
+            assert missing == [], (dvc_yaml, name, sorted(map(str, missing)))

@@ -47,7 +47,7 @@ def test_the_model_and_the_data_know_nothing_of_training_tracking_or_the_opt_in_
 # 4,500. The ceilings below are where the code stands; they only come down, until they reach those:
 # a new capability pays its way in an extension (src/digitpipe_search, src/digitpipe_study) or by
 # deleting something.
-TOTAL_CEILING, MAIN_CEILING = 7450, 5770
+TOTAL_CEILING, MAIN_CEILING = 7432, 5745
 TOTAL_BUDGET, MAIN_BUDGET = 6000, 4500
 
 

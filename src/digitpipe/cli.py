@@ -81,10 +81,11 @@ def check_overrides(args: list[str], config_dir: Path, config_name: str) -> None
 
     given = [arg for arg in args if "=" in arg and not arg.startswith("-") and not arg.startswith("hydra")]
     try:
-        choices = [each_value(o) for o in OverridesParser.create().parse_overrides(given)]
-        first = [values[0] for values in choices if values]
-        for i, values in enumerate(v for v in choices if v):
-            for value in values[1:] or values:  # a sweep: each value once, with the others' first
+        choices = [v for v in (each_value(o) for o in OverridesParser.create().parse_overrides(given)) if v]
+        first = [values[0] for values in choices]
+        composed(config_dir, config_name, first, resolve=False)
+        for i, values in enumerate(choices):
+            for value in values[1:]:  # a sweep's other values, each once, with the others' first
                 composed(config_dir, config_name, [*first[:i], value, *first[i + 1 :]], resolve=False)
     except (HydraException, OmegaConfBaseException) as err:
         text = str(err).split("\nConfig search path:")[0].replace(":\n\t", ": ").replace("\n\t", ", ")
@@ -147,10 +148,11 @@ def write_stage_config(project: Path) -> Path:
     differ from conf/'s are an experiment's, or an edit of params.yaml, and run as they are, unless
     conf/'s knobs changed since params.yaml was composed (paths.conf_knobs records what they were):
     then one line names the keys and the command that composes them."""
-    if not (project / "params.yaml").is_file():
+    params = project / "params.yaml"
+    if not params.is_file():
         raise ConfigError("params.yaml is missing: run `dvc exp run` (it composes conf/'s knobs into it)")
     config = stage_config(project)
-    params, record = project / "params.yaml", project / config["paths"]["conf_knobs"]
+    record = project / config["paths"]["conf_knobs"]
     knobs, now = yaml.safe_load(params.read_text()), composed(project / "conf", KNOBS_CONFIG)
     recorded = yaml.safe_load(record.read_text()) if record.is_file() else knobs
     if not os.environ.get(DVC_EXP_NAME) and knobs != now and recorded != now:

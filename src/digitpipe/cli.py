@@ -83,10 +83,9 @@ def check_overrides(args: list[str], config_dir: Path, config_name: str) -> None
     try:
         choices = [v for v in (each_value(o) for o in OverridesParser.create().parse_overrides(given)) if v]
         first = [values[0] for values in choices]
-        composed(config_dir, config_name, first, resolve=False)
-        for i, values in enumerate(choices):
-            for value in values[1:]:  # a sweep's other values, each once, with the others' first
-                composed(config_dir, config_name, [*first[:i], value, *first[i + 1 :]], resolve=False)
+        others = [[*first[:i], v, *first[i + 1 :]] for i, values in enumerate(choices) for v in values[1:]]
+        for job in [first, *others]:  # each first value, then each other value of a sweep once
+            composed(config_dir, config_name, job, resolve=False)
     except (HydraException, OmegaConfBaseException) as err:
         text = str(err).split("\nConfig search path:")[0].replace(":\n\t", ": ").replace("\n\t", ", ")
         raise ConfigError(" ".join(text.split())) from None
@@ -148,8 +147,7 @@ def write_stage_config(project: Path) -> Path:
     differ from conf/'s are an experiment's, or an edit of params.yaml, and run as they are, unless
     conf/'s knobs changed since params.yaml was composed (paths.conf_knobs records what they were):
     then one line names the keys and the command that composes them."""
-    params = project / "params.yaml"
-    if not params.is_file():
+    if not (params := project / "params.yaml").is_file():
         raise ConfigError("params.yaml is missing: run `dvc exp run` (it composes conf/'s knobs into it)")
     config = stage_config(project)
     record = project / config["paths"]["conf_knobs"]
